@@ -1,0 +1,126 @@
+"""The one core every shell calls: ``check(plan) -> Report``.
+
+Parse and validate (plan.py) -> normalise to facts (facts.py) -> evaluate rules (engine.py) -> combine caps into
+suggestions (suggest.py) -> a Report (report.py). The CLI, the batch runner and the HTTP service add nothing clinical.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Mapping
+
+from pydantic import ValidationError
+
+from .catalogue import Catalogue, load_catalogue, load_vocabulary
+from .engine import Engine
+from .errors import FieldError, InvalidPlanError, format_loc
+from .facts import build_facts
+from .findings import build_finding
+from .plan import Plan
+from .policy import Policy, load_policy
+from .report import PlanSummary, PolicyIdentity, Report, RuleSetIdentity, verdict_for
+from .rules import RuleSet, load_rules
+from .suggest import rate_triple, suggest
+
+
+_SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
+
+
+def default_rules_dir() -> Path:
+    """Where the rule files are: $IVIG_SAFETY_RULES, the copy inside an installed wheel, or the repository's rules/."""
+    if env := os.environ.get("IVIG_SAFETY_RULES"):
+        return Path(env)
+    packaged = Path(__file__).parent / "_rules"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "rules"
+
+
+def validation_errors(exc: ValidationError) -> list[FieldError]:
+    """pydantic's errors as FieldErrors that name the path (``steps[1].rate``) and the problem."""
+    errors = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown field"
+        errors.append(FieldError(format_loc(error["loc"]), message))
+    return errors
+
+
+class Checker:
+    """A loaded rule set, catalogue and policy, and the engine compiled from them. Thread-safe; load once, reuse."""
+
+    def __init__(self, rules_dir: Path | str | None = None, policy_file: Path | str | None = None):
+        root = Path(rules_dir) if rules_dir is not None else default_rules_dir()
+        self.rules_dir = root
+        self.vocabulary = load_vocabulary(root / "vocabulary.yaml")
+        self.catalogue: Catalogue = load_catalogue(root / "products", self.vocabulary)
+        self.policy: Policy = load_policy(root / "policy.yaml", Path(policy_file) if policy_file else None)
+        identity_files = [root / "vocabulary.yaml", *sorted((root / "products").glob("*.yaml"))]
+        self.ruleset: RuleSet = load_rules(root, self.policy, self.vocabulary, set(self.vocabulary.excipients),
+                                           identity_files)
+        self.engine = Engine(self.ruleset)
+        self._rules = self.ruleset.by_id
+        self._context = {"vocabulary": self.vocabulary, "catalogue": self.catalogue}
+
+    def parse(self, data: Any) -> Plan:
+        """Validate a plan given as a dict (or a Plan); raise InvalidPlanError naming every field at fault."""
+        if isinstance(data, Plan):
+            data = data.model_dump()
+        if not isinstance(data, Mapping):
+            raise InvalidPlanError.single("", f"a plan is a mapping of fields, not {type(data).__name__}")
+        try:
+            return Plan.model_validate(data, context=self._context)
+        except ValidationError as exc:
+            raise InvalidPlanError(validation_errors(exc)) from None
+
+    def check(self, plan: Any) -> Report:
+        """Check one plan. Invalid input raises InvalidPlanError; it never comes back as a verdict."""
+        parsed = plan if isinstance(plan, Plan) and self._is_canonical(plan) else self.parse(plan)
+        facts = build_facts(parsed, self.catalogue.products[parsed.product], self.policy)
+        fired = [self._rules[rule_id] for rule_id in self.engine.evaluate(facts.encode(self.engine.keys))]
+        findings = sorted((build_finding(rule, facts, self.policy) for rule in fired),
+                          key=lambda f: _SEVERITY_ORDER[f.severity])
+        suggestion = suggest(facts, fired, self.policy)
+        values = facts.values
+        return Report(
+            verdict=verdict_for(findings),
+            plan=PlanSummary(
+                id=parsed.id, product=facts.product.id, product_name=facts.product.name,
+                indication=facts.indication, labelled=bool(values["labelled"]), weight_kg=round(facts.weight_kg, 3),
+                concentration_mg_per_ml=facts.concentration, risk_factors=sorted(facts.risk_factors),
+                derived_risk_factors=sorted(facts.derived_risk_factors), days=int(values["days"]),
+                dose_per_day_g=round(values["dose_per_day"] * facts.weight_kg, 3),
+                dose_per_day_g_per_kg=round(values["dose_per_day"], 4),
+                daily_volume_ml=round(values["daily_volume"], 2),
+                plan_infusion_min=round(values["infusion_time"], 2),
+            ),
+            findings=findings,
+            suggested_max_rate=rate_triple(facts, suggestion.max_rate, self.policy),
+            suggested_steps=suggestion.steps,
+            suggested_infusion_min=suggestion.total_min,
+            ruleset=RuleSetIdentity(**self.ruleset.identity),
+            policy=PolicyIdentity(**self.policy.identity),
+        )
+
+    def _is_canonical(self, plan: Plan) -> bool:
+        """A Plan built by :meth:`parse` (ids resolved, vocabulary checked) needs no second validation."""
+        return (plan.product in self.catalogue.products and plan.indication in self.vocabulary.indications
+                and all(r in self.vocabulary.risk_factors for r in plan.patient.risk_factors))
+
+
+@lru_cache(maxsize=8)
+def get_checker(rules_dir: str | None = None, policy_file: str | None = None) -> Checker:
+    """The shared Checker for a rules folder and policy file (loaded once per process)."""
+    return Checker(rules_dir, policy_file)
+
+
+def check(plan: Any, *, policy: str | Path | None = None, rules_dir: str | Path | None = None) -> Report:
+    """Check one IVIG infusion plan (a dict, or a :class:`Plan`) and return the :class:`Report`.
+
+    Raises :class:`InvalidPlanError` (with ``.errors``, one per field at fault) when the plan cannot be checked.
+    """
+    checker = get_checker(str(rules_dir) if rules_dir else None, str(policy) if policy else None)
+    return checker.check(plan)

@@ -1,0 +1,136 @@
+"""Rule evaluation with durable_rules: facts in, the ids of every rule that fired out. The only module that imports
+durable_rules, so the engine can be replaced behind this interface.
+
+Why it drives durable_rules' C core directly instead of ``durable.engine.Host`` (measured pitfalls, see
+shared/reference/engineering-notes.md):
+
+* Facts, not events: a posted event is consumed by the first matching rule, an asserted fact fires every match.
+  Each evaluation asserts one fact and retracts it afterwards, so evaluations share nothing.
+* Host swallows exceptions raised inside actions and keeps them in the session state. Here no Python action runs
+  inside the engine at all: the fired rules are read off the engine's action queue, and any error the engine
+  reports is raised as :class:`EngineError`; the plan then gets no verdict.
+* Host starts timer threads, and one ruleset is not safe to share between threads (segfaults, mixed results).
+  Here each ruleset handle belongs to one :class:`_Session`; sessions live in a pool and a thread checks one out
+  for the whole evaluation, so no handle is ever used by two threads at once. Handles are never freed by
+  durable_rules, so the pool is bounded and sessions are reused.
+* More than 64 rules matching one fact make durable_rules fire nothing (error 303), so rules are split into
+  rulesets of at most ``RULES_PER_RULESET``.
+* Numbers arrive as integers (see fields.SCALE): the C parser rejects exponents such as ``5e-05``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import queue
+import threading
+from typing import Any, Iterable
+
+import durable_rules_engine as _dre
+import orjson
+
+from .errors import EngineError
+from .rules import RuleSet
+
+RULES_PER_RULESET = 48
+_NOT_HANDLED = 1  # durable_rules: no rule matched the fact
+_CREATE_LOCK = threading.Lock()  # ruleset creation touches the C core's global tables
+_RULESET_NAMES = itertools.count()
+
+
+class _Session:
+    """One set of durable_rules handles, used by one thread at a time."""
+
+    def __init__(self, chunks: list[dict[str, Any]]):
+        with _CREATE_LOCK:
+            self.handles = [
+                _dre.create_ruleset(f"ivig_{next(_RULESET_NAMES)}", json.dumps(chunk)) for chunk in chunks
+            ]
+        self.counter = itertools.count(1)
+
+    def run(self, fact: dict[str, Any]) -> set[str]:
+        fired: set[str] = set()
+        fact = {**fact, "sid": "0", "id": next(self.counter)}
+        text = orjson.dumps(fact).decode()
+        for handle in self.handles:
+            result = _dre.assert_fact(handle, text)
+            code = result[0]
+            if code == 0:
+                try:
+                    fired.update(self._drain(handle, result[1]))
+                finally:
+                    self._retract(handle, text)
+            elif code != _NOT_HANDLED:
+                raise EngineError(f"durable_rules refused the facts (code {code})")
+            else:
+                self._retract(handle, text)
+        return fired
+
+    @staticmethod
+    def _drain(handle: int, state: int) -> list[str]:
+        names: list[str] = []
+        started = _dre.start_action_for_state(handle, state)
+        if not started:
+            return names
+        message = json.loads(started[1])
+        while True:
+            names.extend(message)
+            following = _dre.complete_and_start_action(handle, state)
+            if not following:
+                return names
+            message = json.loads(following)
+
+    @staticmethod
+    def _retract(handle: int, text: str) -> None:
+        result = _dre.retract_fact(handle, text)
+        if result[0] not in (0, _NOT_HANDLED):
+            raise EngineError(f"durable_rules could not retract the facts (code {result[0]})")
+        if result[0] == 0 and _dre.start_action_for_state(handle, result[1]):
+            raise EngineError("a rule fired on retraction; rules must not test for absence")
+
+
+class Engine:
+    """Evaluates facts against a compiled rule set; safe to call from many threads at once."""
+
+    def __init__(self, ruleset: RuleSet, max_sessions: int | None = None):
+        self.ruleset = ruleset
+        self.keys = ruleset.keys
+        rules = list(ruleset.rules)
+        self._chunks = [
+            {rule.id: rule.engine_spec for rule in rules[i:i + RULES_PER_RULESET]}
+            for i in range(0, len(rules), RULES_PER_RULESET)
+        ]
+        self._order = {rule.id: n for n, rule in enumerate(rules)}
+        self._max = max_sessions or max(4, 2 * (os.cpu_count() or 1))
+        self._idle: queue.LifoQueue[_Session] = queue.LifoQueue()
+        self._created = 0
+        self._lock = threading.Lock()
+        self._idle.put(_Session(self._chunks))  # compile now: a rule durable_rules refuses fails at load
+        self._created = 1
+
+    def _checkout(self) -> _Session:
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            if self._created < self._max:
+                self._created += 1
+                return _Session(self._chunks)
+        return self._idle.get()
+
+    def evaluate(self, fact: dict[str, Any]) -> list[str]:
+        """Ids of every rule the fact satisfies, in rule-file order."""
+        session = self._checkout()
+        try:
+            fired = session.run(fact)
+        except BaseException:
+            with self._lock:  # a session that failed mid-way may hold a fact: never reuse it
+                self._created -= 1
+            raise
+        self._idle.put(session)
+        return sorted(fired, key=self._order.__getitem__)
+
+    def evaluate_many(self, facts: Iterable[dict[str, Any]]) -> list[list[str]]:
+        return [self.evaluate(f) for f in facts]

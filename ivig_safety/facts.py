@@ -1,0 +1,249 @@
+"""Normalise a validated plan into one flat record of plain floats in canonical units, joined with the label's and
+the policy's numbers for this product and indication.
+
+Why flat floats: units are converted once, here, at the boundary; the rules then compare numbers, and the engine
+never sees a unit, a string that looks like a number, or an exponent its parser rejects. The same record feeds the
+messages (in the plan's own units) and the suggestions, so what fired and what is shown cannot disagree.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .catalogue import IndicationEntry, Product
+from .errors import InvalidPlanError
+from .fields import FIELDS, SCALE, Shape, flag_key
+from .plan import Plan
+from .policy import Policy
+from .units import ParsedUnit, Quantity, Shape as _Shape, rate_to_mg_per_kg_min
+
+#: A rate beyond this (mg/kg/min) is not a slip to flag but garbage: about 70 litres a minute for 70 kg of 10%.
+ABSURD_RATE_MG_KG_MIN = 1.0e6
+
+
+@dataclass(frozen=True, slots=True)
+class StepFacts:
+    index: int  # 0-based
+    rate: float  # mg/kg/min
+    rate_ml_per_h: float
+    duration_min: float | None  # as written; None for an open last step
+    unit: ParsedUnit  # the unit the plan wrote this step's rate in
+    written: str
+
+
+@dataclass(slots=True)
+class Facts:
+    """Everything the rules and the suggestions need about one plan, in canonical units."""
+
+    plan: Plan
+    product: Product
+    indication: str
+    entry: IndicationEntry | None  # None when the product is not labelled for the indication
+    weight_kg: float
+    concentration: float  # mg/mL
+    values: dict[str, Any]
+    steps: list[StepFacts]
+    risk_factors: frozenset[str]
+    derived_risk_factors: frozenset[str]
+    titration_interval: float  # min
+    titration_ladder: list[float]  # mg/kg/min, possibly empty
+    cite: dict[str, str] = field(default_factory=dict)
+
+    def ml_per_h(self, rate_mg_kg_min: float) -> float:
+        return rate_mg_kg_min * self.weight_kg / self.concentration * 60.0
+
+    def encode(self, keys: frozenset[str]) -> dict[str, Any]:
+        """The record the engine sees: only the keys some rule reads, numbers as integer millionths."""
+        out: dict[str, Any] = {}
+        values = self.values
+        w, c = self.weight_kg, self.concentration
+        for key in keys:
+            if key in values:
+                out[key] = _scaled(values[key])
+                continue
+            base, _, variant = key.partition("__")
+            if base not in values or not variant:
+                continue  # a flag that is not set, or an absent optional value: the clause cannot match
+            value = values[base]
+            if variant == "ml_per_kg_min":
+                value = value / c
+            elif variant == "ml_per_min":
+                value = value * w / c
+            elif variant == "mg_per_min":
+                value = value * w
+            elif variant == "kg":
+                value = value * w / 1000.0
+            out[key] = _scaled(value)
+        return out
+
+
+def _scaled(value: Any) -> Any:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float):
+        return round(value * SCALE)
+    if isinstance(value, int):
+        return value * SCALE
+    return value
+
+
+def _conservative_entry(product: Product) -> IndicationEntry:
+    """For an unlabelled indication: the labelled entry with the lowest maximum (its initial rate and titration)."""
+    entries = list(product.indications.values())
+    return min(entries, key=lambda e: (product.rate_mg_kg_min(e.max_rate.quantity),
+                                       product.rate_mg_kg_min(e.initial_rate.quantity)))
+
+
+def build_facts(plan: Plan, product: Product, policy: Policy) -> Facts:
+    """Join plan, product and policy into canonical facts; impossible combinations raise InvalidPlanError."""
+    weight = plan.patient.weight.canonical
+    concentration = product.concentration_mg_per_ml
+    labelled = plan.indication in product.indications
+    entry = product.indications[plan.indication] if labelled else _conservative_entry(product)
+    rate_of = product.rate_mg_kg_min
+
+    steps: list[StepFacts] = []
+    for index, step in enumerate(plan.steps):
+        rate = rate_to_mg_per_kg_min(step.rate, concentration, weight)
+        if not math.isfinite(rate) or rate > ABSURD_RATE_MG_KG_MIN:
+            raise InvalidPlanError.single(f"steps[{index}].rate", f"{step.rate} is not a possible infusion rate")
+        steps.append(StepFacts(index, rate, rate * weight / concentration * 60.0,
+                               step.duration.canonical if step.duration else None, step.rate.unit, str(step.rate)))
+
+    dose = plan.dose
+    days = dose.days
+    if dose.per_course is not None:
+        course = _g_per_kg(dose.per_course, weight)
+        per_day = course / days
+    else:
+        per_day = _g_per_kg(dose.per_day, weight)
+        course = per_day * days
+    daily_volume = per_day * weight * 1000.0 / concentration
+
+    max_rate = rate_of(entry.max_rate.quantity)
+    initial_rate = rate_of(entry.initial_rate.quantity)
+    at_risk_figure = entry.at_risk_rate or product.at_risk_rate
+    if at_risk_figure is not None:
+        at_risk = rate_of(at_risk_figure.quantity)
+        at_risk_cite = at_risk_figure.citation + f" [{at_risk_figure.tag}]"
+    else:
+        at_risk = rate_to_mg_per_kg_min(policy["at_risk_rate_when_label_silent"], concentration, weight)
+        at_risk_cite = ("Boxed warning: minimum infusion rate practicable for patients at risk (L); numeric cap from "
+                        "site policy at_risk_rate_when_label_silent: " + policy.provenance["at_risk_rate_when_label_silent"])
+
+    infusion_time, time_at_initial = _timeline(steps, daily_volume, weight, concentration, initial_rate)
+
+    risk = set(plan.patient.risk_factors)
+    derived: set[str] = set()
+    age = plan.patient.age
+    if age is not None and age > policy["advanced_age_over"] and "advanced-age" not in risk:
+        derived.add("advanced-age")
+    risk |= derived
+
+    values: dict[str, Any] = {
+        "product": product.id,
+        "indication": plan.indication,
+        "labelled": labelled,
+        "weight": weight,
+        "days": days,
+        "steps": len(steps),
+        "dose_per_day": per_day,
+        "dose_per_course": course,
+        "daily_volume": daily_volume,
+        "max_rate": max_rate,
+        "initial_rate": initial_rate,
+        "initial_hold": entry.initial_hold.quantity.canonical,
+        "at_risk_rate": at_risk,
+        "peak_rate": max(s.rate for s in steps),
+        "first_rate": steps[0].rate,
+        "time_at_initial": time_at_initial,
+        "infusion_time": infusion_time,
+        "sucrose": product.sucrose.value,
+    }
+    if age is not None:
+        values["age"] = float(age)
+    if labelled:
+        regimen = entry.dose
+        values.update({
+            "label_dose_per_course": regimen.course_g_per_kg,
+            "label_max_dose_per_day": regimen.max_daily_g_per_kg,
+            "label_days_min": regimen.days.min,
+            "label_days_max": regimen.days.max,
+            "course_dose_ratio": course / regimen.course_g_per_kg,
+            "daily_dose_ratio": per_day / regimen.max_daily_g_per_kg,
+        })
+    for name in risk:
+        values[flag_key("risk_factor", name)] = True
+    for excipient in product.excipients:
+        values[flag_key("excipient", excipient.name)] = True
+    for statement in product.contraindications:
+        if statement.risk_factor in risk:
+            values[flag_key("contraindicated", statement.risk_factor)] = True
+    for statement in product.avoid:
+        if statement.risk_factor in risk:
+            values[flag_key("avoided", statement.risk_factor)] = True
+
+    return Facts(
+        plan=plan, product=product, indication=plan.indication, entry=entry if labelled else None,
+        weight_kg=weight, concentration=concentration, values=values, steps=steps,
+        risk_factors=frozenset(risk), derived_risk_factors=frozenset(derived),
+        titration_interval=entry.titration.interval.canonical,
+        titration_ladder=[rate_of(q) for q in entry.titration.ladder or []],
+        cite=_citations(product, entry, policy, at_risk_cite),
+    )
+
+
+def _g_per_kg(quantity: Quantity, weight: float) -> float:
+    if quantity.shape is _Shape.MASS:
+        return quantity.canonical * 1000.0 / weight  # kg of drug -> g per kg of patient
+    return quantity.canonical
+
+
+def _timeline(steps: list[StepFacts], daily_volume: float, weight: float, concentration: float,
+              initial_rate: float) -> tuple[float, float]:
+    """Minutes the plan takes to give the day's volume, and minutes spent at or below the initial rate first."""
+    remaining = daily_volume
+    elapsed = 0.0
+    held: float | None = None
+    initial_key = round(initial_rate * SCALE)
+    for step in steps:
+        ml_per_min = step.rate * weight / concentration
+        needed = remaining / ml_per_min
+        minutes = needed if step.duration_min is None else min(step.duration_min, needed)
+        if held is None and round(step.rate * SCALE) > initial_key:
+            held = elapsed
+        elapsed += minutes
+        remaining -= minutes * ml_per_min
+        if remaining <= daily_volume * 1e-12:
+            break
+    return elapsed, elapsed if held is None else held
+
+
+def _citations(product: Product, entry: IndicationEntry, policy: Policy, at_risk: str) -> dict[str, str]:
+    def cited(figure: Any) -> str:
+        return f"{figure.citation} [{figure.tag}]"
+
+    cite = {
+        "max_rate": cited(entry.max_rate),
+        "initial_rate": cited(entry.initial_rate),
+        "initial_hold": cited(entry.initial_hold),
+        "at_risk_rate": at_risk,
+        "dose": cited(entry.dose),
+        "titration": cited(entry.titration),
+        "concentration": cited(product.concentration),
+        "sucrose": cited(product.sucrose),
+    }
+    for excipient in product.excipients:
+        cite[f"excipient:{excipient.name}"] = cited(excipient)
+    for statement in product.contraindications:
+        cite[f"contraindication:{statement.risk_factor}"] = cited(statement)
+    for statement in product.avoid:
+        cite[f"avoid:{statement.risk_factor}"] = cited(statement)
+    for key, text in policy.provenance.items():
+        cite[f"policy:{key}"] = f"site policy {key}: {text}"
+    return cite
+
+
+__all__ = ["Facts", "StepFacts", "build_facts", "FIELDS", "Shape"]

@@ -1,0 +1,92 @@
+"""Turn the rules that fired into findings a pharmacist can act on: the message in the plan's own units and in mL/h
+for this patient, the citation filled in from the product file, the step at fault and the rule's cap.
+
+Why templates are filled here and not in the rule engine: the engine sees integers in canonical units; people read
+"0.06 mL/kg/min (252 mL/h)". Every placeholder was checked when the rule was loaded.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .errors import EngineError
+from .facts import Facts
+from .fields import FIELDS
+from .policy import Policy
+from .report import Finding
+from .rules import Rule
+from .suggest import cap_value, exceeds, rate_triple
+from .units import ParsedUnit, Shape, format_number, mg_per_kg_min_to
+
+_PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
+_UNIT_OF = {"weight": "kg", "daily_volume": "mL", "initial_hold": "min", "time_at_initial": "min",
+            "infusion_time": "min"}
+
+
+def format_rate(facts: Facts, rate: float, unit: ParsedUnit) -> str:
+    """'0.06 mL/kg/min (252 mL/h)': the rate in the plan's unit, and in mL/h for this patient."""
+    ml_per_h = format_number(facts.ml_per_h(rate))
+    if unit.shape is Shape.VOLUME_PER_TIME and unit.text.replace(" ", "") in ("mL/h", "ml/h", "mL/hr", "ml/hr"):
+        return f"{ml_per_h} mL/h"
+    shown = format_number(mg_per_kg_min_to(unit, rate, facts.concentration, facts.weight_kg))
+    return f"{shown} {unit.text} ({ml_per_h} mL/h)"
+
+
+def _format_value(facts: Facts, name: str, unit: ParsedUnit) -> str:
+    if name not in facts.values:
+        return "unknown"
+    value = facts.values[name]
+    spec = FIELDS[name]
+    if spec.variants is not None and Shape.MASS_PER_MASS_TIME in spec.variants:
+        return format_rate(facts, float(value), unit)
+    if spec.variants is not None and Shape.MASS_PER_MASS in spec.variants:
+        grams = float(value) * facts.weight_kg
+        return f"{format_number(float(value))} g/kg ({format_number(grams)} g)"
+    if name in _UNIT_OF:
+        return f"{format_number(float(value))} {_UNIT_OF[name]}"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return format_number(value)
+    return str(value)
+
+
+def _step_list(numbers: list[int]) -> str:
+    if len(numbers) == 1:
+        return f"step {numbers[0]}"
+    return "steps " + ", ".join(map(str, numbers[:-1])) + f" and {numbers[-1]}"
+
+
+def build_finding(rule: Rule, facts: Facts, policy: Policy) -> Finding:
+    cap = cap_value(rule.cap, facts) if rule.cap is not None else None
+    over = [s.index + 1 for s in facts.steps if cap is not None and exceeds(s.rate, cap)]
+    step = 1 if rule.step == "first" else (over[0] if rule.step == "over-cap" and over else None)
+    unit = facts.steps[(step or 1) - 1].unit
+    present = [r + (" (from age)" if r in facts.derived_risk_factors else "")
+               for r in rule.risk_factors if r in facts.risk_factors]
+
+    def fill(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name.startswith("cite."):
+            key = name.removeprefix("cite.")
+            if key not in facts.cite:
+                raise EngineError(f"rule {rule.id}: no citation {key!r} for product {facts.product.id}")
+            return facts.cite[key]
+        extra: dict[str, Any] = {
+            "step": step if step is not None else "-",
+            "step_rate": format_rate(facts, facts.steps[step - 1].rate, unit) if step else "-",
+            "over_cap_steps": _step_list(over) if over else "no step",
+            "risk_factors": ", ".join(present) or "none",
+            "product_name": facts.product.name,
+            "cap": format_rate(facts, cap, unit) if cap is not None else "-",
+        }
+        if name in extra:
+            return str(extra[name])
+        return _format_value(facts, name, unit)
+
+    return Finding(
+        kind=rule.kind, severity=rule.severity, rule=rule.id,
+        message=_PLACEHOLDER.sub(fill, rule.message), citation=_PLACEHOLDER.sub(fill, rule.citation),
+        step=step, suggested_max_rate=rate_triple(facts, cap, policy) if cap is not None else None,
+    )

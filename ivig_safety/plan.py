@@ -1,0 +1,187 @@
+"""The infusion plan as it arrives: pydantic models whose errors name the field (``steps[2].rate``).
+
+Why here and not later: everything a plan can get wrong (a rate written as a dose, a weight in mL, NaN, an unknown
+product or risk factor, a missing step) is caught in this one pass, and the caller gets every problem at once. The
+closed vocabularies come from the loaded rule set through the validation context, so a pharmacist who adds a risk
+factor to rules/vocabulary.yaml makes it valid input without touching Python.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationInfo,
+                      WithJsonSchema, field_validator, model_validator)
+
+from .units import RATE_SHAPES, Quantity, Shape, UnitError, expect
+
+#: Physical plausibility limits. They reject impossible input; they are not clinical thresholds.
+#: The heaviest person recorded weighed about 635 kg; the smallest surviving newborns about 0.25 kg.
+WEIGHT_KG = (0.25, 650.0)
+HEIGHT_CM = (20.0, 280.0)
+AGE_YEARS = (0.0, 130.0)
+#: One infusion day's step cannot last longer than the day.
+STEP_MINUTES = (0.0, 24 * 60.0)
+
+
+def _quantity_type(shapes: tuple[Shape, ...], what: str, example: str) -> Any:
+    def parse(value: Any) -> Quantity:
+        try:
+            return expect(value, *shapes, what=what)
+        except UnitError as exc:
+            raise ValueError(str(exc)) from None
+
+    schema = {
+        "anyOf": [
+            {"type": "string", "description": f'{what} with its unit, e.g. "{example}"'},
+            {"type": "object", "properties": {"value": {"type": "number"}, "unit": {"type": "string"}},
+             "required": ["value", "unit"], "additionalProperties": False},
+        ]
+    }
+    return Annotated[Quantity, BeforeValidator(parse), PlainSerializer(str, return_type=str), WithJsonSchema(schema)]
+
+
+Mass = _quantity_type((Shape.MASS,), "a mass", "70 kg")
+Length = _quantity_type((Shape.LENGTH,), "a length", "170 cm")
+Duration = _quantity_type((Shape.TIME,), "a duration", "30 min")
+Rate = _quantity_type(tuple(sorted(RATE_SHAPES, key=lambda s: s.value)), "an infusion rate", "0.04 mL/kg/min")
+Dose = _quantity_type((Shape.MASS_PER_MASS, Shape.MASS), "a dose per kg or a mass", "2 g/kg")
+
+
+def _vocabulary(info: ValidationInfo, name: str) -> dict[str, str] | None:
+    context = info.context or {}
+    vocabulary = context.get("vocabulary")
+    return getattr(vocabulary, name) if vocabulary is not None else None
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True)
+
+
+class Patient(_Model):
+    weight: Mass
+    height: Length | None = None
+    age: Annotated[float, Field(ge=AGE_YEARS[0], le=AGE_YEARS[1], allow_inf_nan=False,
+                                description="age in years")] | None = None
+    risk_factors: list[str] = []
+
+    @field_validator("age", mode="before")
+    @classmethod
+    def _age(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("age must be a number of years")
+        if isinstance(value, (str, dict)):
+            try:
+                return expect(value, Shape.TIME, what="age").canonical / (365.25 * 24 * 60)
+            except UnitError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("weight")
+    @classmethod
+    def _weight(cls, value: Quantity) -> Quantity:
+        low, high = WEIGHT_KG
+        if not low <= value.canonical <= high:
+            raise ValueError(f"{value} is not a human weight (must be {low:g} to {high:g} kg)")
+        return value
+
+    @field_validator("height")
+    @classmethod
+    def _height(cls, value: Quantity | None) -> Quantity | None:
+        low, high = HEIGHT_CM
+        if value is not None and not low <= value.canonical <= high:
+            raise ValueError(f"{value} is not a human height (must be {low:g} to {high:g} cm)")
+        return value
+
+    @field_validator("risk_factors", mode="before")
+    @classmethod
+    def _risk_list(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        if isinstance(value, str):
+            raise ValueError("risk_factors must be a list, e.g. [immobility, diabetes]")
+        return value
+
+    @field_validator("risk_factors")
+    @classmethod
+    def _known_risks(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        known = _vocabulary(info, "risk_factors")
+        if known is not None:
+            unknown = [v for v in value if v not in known]
+            if unknown:
+                raise ValueError(f"unknown risk factor {', '.join(map(repr, unknown))}; valid: {', '.join(known)}")
+        return sorted(set(value))
+
+
+class DosePlan(_Model):
+    per_course: Dose | None = None
+    per_day: Dose | None = None
+    days: Annotated[int, Field(ge=1, le=31, strict=True)]
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "DosePlan":
+        if (self.per_course is None) == (self.per_day is None):
+            raise ValueError("give exactly one of per_course and per_day")
+        for name in ("per_course", "per_day"):
+            dose = getattr(self, name)
+            if dose is not None and dose.magnitude <= 0:
+                raise ValueError(f"{name} must be positive")
+        return self
+
+
+class Step(_Model):
+    rate: Rate
+    duration: Duration | None = None
+
+    @field_validator("rate")
+    @classmethod
+    def _positive_rate(cls, value: Quantity) -> Quantity:
+        if value.magnitude <= 0:
+            raise ValueError("a rate must be positive")
+        return value
+
+    @field_validator("duration")
+    @classmethod
+    def _positive_duration(cls, value: Quantity | None) -> Quantity | None:
+        low, high = STEP_MINUTES
+        if value is not None and not low < value.canonical <= high:
+            raise ValueError(f"a step's duration must be positive and at most 24 h, not {value}")
+        return value
+
+
+class Plan(_Model):
+    """One patient's IVIG order: product, indication, dose and one infusion day's titration steps."""
+
+    id: str | int | None = Field(default=None, description="optional order id, echoed in batch output")
+    product: Annotated[str, Field(min_length=1)]
+    indication: Annotated[str, Field(min_length=1)]
+    patient: Patient
+    dose: DosePlan
+    steps: Annotated[list[Step], Field(min_length=1)]
+
+    @field_validator("product")
+    @classmethod
+    def _known_product(cls, value: str, info: ValidationInfo) -> str:
+        catalogue = (info.context or {}).get("catalogue")
+        if catalogue is None:
+            return value
+        product = catalogue.resolve(value)
+        if product is None:
+            raise ValueError(f"unknown product {value!r}; known: {', '.join(sorted(catalogue.products))}")
+        return product.id
+
+    @field_validator("indication")
+    @classmethod
+    def _known_indication(cls, value: str, info: ValidationInfo) -> str:
+        known = _vocabulary(info, "indications")
+        if known is not None and value not in known:
+            raise ValueError(f"unknown indication {value!r}; valid: {', '.join(known)}")
+        return value
+
+    @field_validator("steps")
+    @classmethod
+    def _durations(cls, steps: list[Step]) -> list[Step]:
+        for index, step in enumerate(steps[:-1]):
+            if step.duration is None:
+                raise ValueError(f"step {index + 1} needs a duration: only the last step may run until the dose is in")
+        return steps

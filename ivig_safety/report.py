@@ -1,0 +1,94 @@
+"""The report: verdict, findings, suggested cap and schedule, and the identity of the rules that produced it.
+
+Why pydantic: the Python API returns this model, the CLI prints ``model_dump(mode="json")`` of it, and the CDS Hooks
+service builds cards from it, so there is one shape for every caller and it has a JSON Schema.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Severity = Literal["info", "warning", "critical"]
+Verdict = Literal["ok", "warn", "block"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, validate_by_name=True, validate_by_alias=True, serialize_by_alias=True)
+
+
+class RateTriple(_Model):
+    """One rate for this patient in the three units a pharmacist and a pump use."""
+
+    mg_per_kg_min: float = Field(alias="mg/kg/min", serialization_alias="mg/kg/min")
+    ml_per_kg_min: float = Field(alias="mL/kg/min", serialization_alias="mL/kg/min")
+    ml_per_h: float = Field(alias="mL/h", serialization_alias="mL/h")
+
+
+class Finding(_Model):
+    kind: str
+    severity: Severity
+    rule: str
+    message: str
+    citation: str
+    step: int | None = Field(default=None, description="1-based step of the plan at fault, where one is")
+    suggested_max_rate: RateTriple | None = None
+
+
+class ScheduleStep(_Model):
+    step: int
+    rate: RateTriple
+    duration_min: float = Field(description="minutes at this rate; the last step runs until the dose is in")
+    volume_ml: float
+
+
+class PlanSummary(_Model):
+    id: str | int | None = None
+    product: str
+    product_name: str
+    indication: str
+    labelled: bool
+    weight_kg: float
+    concentration_mg_per_ml: float
+    risk_factors: list[str]
+    derived_risk_factors: list[str]
+    days: int
+    dose_per_day_g: float
+    dose_per_day_g_per_kg: float
+    daily_volume_ml: float
+    plan_infusion_min: float
+
+
+class RuleSetIdentity(_Model):
+    version: str
+    sha256: str
+
+
+class PolicyIdentity(_Model):
+    name: str
+    sha256: str
+
+
+class Report(_Model):
+    verdict: Verdict
+    plan: PlanSummary
+    findings: list[Finding]
+    suggested_max_rate: RateTriple
+    suggested_steps: list[ScheduleStep]
+    suggested_infusion_min: float = Field(description="total minutes for the day's dose on the suggested schedule")
+    ruleset: RuleSetIdentity
+    policy: PolicyIdentity
+
+    def to_json_dict(self) -> dict:
+        """The JSON form, exactly what ``ivig-safety check --format json`` prints."""
+        return self.model_dump(mode="json")
+
+
+def verdict_for(findings: list[Finding]) -> Verdict:
+    severities = {f.severity for f in findings}
+    if "critical" in severities:
+        return "block"
+    if "warning" in severities:
+        return "warn"
+    return "ok"

@@ -1,0 +1,115 @@
+"""Turn the caps of the rules that fired into what to program instead: the lowest applicable maximum rate and a
+titration that starts at the label's initial rate, climbs in the label's steps and delivers exactly the day's dose.
+
+Why rounding happens here: a pump takes mL/h in fixed increments (policy ``pump_rate_resolution``). Every suggested
+rate is rounded *down* to that increment and the other two units are computed back from the rounded value, so the
+three numbers agree and none of them exceeds a cap.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .facts import Facts
+from .fields import SCALE
+from .policy import Policy
+from .report import RateTriple, ScheduleStep
+from .rules import Cap, Rule
+from .units import rate_to_mg_per_kg_min
+
+
+def cap_value(cap: Cap, facts: Facts) -> float:
+    """A rule's cap in mg/kg/min for this patient."""
+    if isinstance(cap, str):
+        return float(facts.values[cap])
+    return rate_to_mg_per_kg_min(cap, facts.concentration, facts.weight_kg)
+
+
+def exceeds(rate: float, cap: float) -> bool:
+    """The engine's comparison (integer millionths of mg/kg/min), so Python and the rules agree at the boundary."""
+    return round(rate * SCALE) > round(cap * SCALE)
+
+
+def rate_triple(facts: Facts, rate_mg_kg_min: float, policy: Policy) -> RateTriple:
+    """The rate, rounded down to the pump's resolution, in mg/kg/min, mL/kg/min and mL/h for this patient."""
+    resolution = policy["pump_rate_resolution"].canonical * 60.0  # mL/h
+    ml_per_h = facts.ml_per_h(rate_mg_kg_min)
+    pump = math.floor(ml_per_h / resolution + 1e-9) * resolution
+    if pump <= 0:  # smaller than one pump increment: keep the exact figure rather than round to zero
+        pump = ml_per_h
+    pump = round(pump, 6)
+    mg = pump / 60.0 * facts.concentration / facts.weight_kg
+    return RateTriple.model_validate({
+        "mg/kg/min": _tidy(min(mg, rate_mg_kg_min)),
+        "mL/kg/min": _tidy(min(mg, rate_mg_kg_min) / facts.concentration),
+        "mL/h": pump,
+    })
+
+
+def _tidy(value: float) -> float:
+    """Drop float noise (0.04000000000000001) where that does not round up past the value itself."""
+    return min(float(f"{value:.10g}"), value)
+
+
+def _floor3(value: float) -> float:
+    """Volumes are shown to 0.001 mL, rounded down so a schedule never appears to deliver more than the dose."""
+    return math.floor(value * 1000 + 1e-6) / 1000
+
+@dataclass(frozen=True)
+class Suggestion:
+    max_rate: float  # mg/kg/min, exact (before pump rounding)
+    steps: list[ScheduleStep]
+    total_min: float
+
+
+def suggest(facts: Facts, fired: list[Rule], policy: Policy) -> Suggestion:
+    cap = float(facts.values["max_rate"])
+    for rule in fired:
+        if rule.cap is not None:
+            cap = min(cap, cap_value(rule.cap, facts))
+    rungs = _rungs(facts, cap, policy)
+    return Suggestion(cap, *_schedule(facts, rungs, policy))
+
+
+def _rungs(facts: Facts, cap: float, policy: Policy) -> list[tuple[float, float]]:
+    """(rate mg/kg/min, minutes) pairs; the last rung's minutes are ignored (it runs until the dose is in)."""
+    initial = float(facts.values["initial_rate"])
+    hold = float(facts.values["initial_hold"])
+    interval = facts.titration_interval
+    if not exceeds(cap, initial):
+        return [(cap, math.inf)]
+    rates: list[float] = []
+    if facts.titration_ladder:
+        rates = [r for r in facts.titration_ladder if exceeds(cap, r)]
+        if not rates or exceeds(rates[0], initial) or exceeds(initial, rates[0]):
+            rates = [initial] + [r for r in rates if exceeds(r, initial)]
+    else:
+        factor = float(policy["titration_factor_when_label_silent"])
+        rate = initial
+        while exceeds(cap, rate):
+            rates.append(rate)
+            rate *= factor
+    rungs = [(rate, hold if n == 0 else interval) for n, rate in enumerate(rates)]
+    rungs.append((cap, math.inf))
+    return rungs
+
+
+def _schedule(facts: Facts, rungs: list[tuple[float, float]], policy: Policy) -> tuple[list[ScheduleStep], float]:
+    remaining = float(facts.values["daily_volume"])
+    total = 0.0
+    steps: list[ScheduleStep] = []
+    for n, (rate, minutes) in enumerate(rungs):
+        triple = rate_triple(facts, rate, policy)
+        ml_per_min = triple.ml_per_h / 60.0
+        needed = remaining / ml_per_min
+        last = n == len(rungs) - 1 or needed <= minutes
+        duration = needed if last else minutes
+        volume = remaining if last else duration * ml_per_min
+        steps.append(ScheduleStep(step=n + 1, rate=triple, duration_min=round(duration, 2),
+                                  volume_ml=_floor3(volume)))
+        total += duration
+        remaining -= volume
+        if last:
+            break
+    return steps, round(total, 2)
