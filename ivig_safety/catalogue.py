@@ -167,12 +167,17 @@ class Titration(Cited):
 
 
 class IndicationEntry(_Strict):
-    dose: DoseRegimen
+    """One labelled indication. Where the reference records no regimen, hold time or titration, the entry leaves
+    it out: dose rules then do not fire, and the suggested schedule uses the policy's fallbacks (named in the
+    report's citations)."""
+
+    dose: DoseRegimen | None = None
     initial_rate: RateFigure  # type: ignore[valid-type]
-    initial_hold: TimeFigure  # type: ignore[valid-type]
-    titration: Titration
+    initial_hold: TimeFigure | None = None  # type: ignore[valid-type]
+    titration: Titration | None = None
     max_rate: RateFigure  # type: ignore[valid-type]
     at_risk_rate: RateFigure | None = None  # type: ignore[valid-type]
+    notes: str | None = None
 
 
 class Product(_Strict):
@@ -291,7 +296,7 @@ def _check_rates(path: Path, product: Product, indication: str, entry: Indicatio
         maximum = product.rate_mg_kg_min(entry.max_rate.quantity)
         at_risk_figure = entry.at_risk_rate or product.at_risk_rate
         at_risk = product.rate_mg_kg_min(at_risk_figure.quantity) if at_risk_figure else None
-        ladder = [product.rate_mg_kg_min(q) for q in entry.titration.ladder or []]
+        ladder = [product.rate_mg_kg_min(q) for q in (entry.titration.ladder if entry.titration else None) or []]
     except UnitError as exc:
         raise RuleFileError(str(path), indication, str(exc)) from None
     if not 0 < initial <= maximum:

@@ -16,12 +16,12 @@ from pydantic import ValidationError
 from .catalogue import Catalogue, load_catalogue, load_vocabulary
 from .engine import Engine
 from .errors import FieldError, InvalidPlanError, format_loc
-from .facts import build_facts
-from .findings import build_finding
+from .facts import Facts, build_facts
+from .findings import build_finding, explain_rule
 from .plan import Plan
 from .policy import Policy, load_policy
 from .report import PlanSummary, PolicyIdentity, Report, RuleSetIdentity, verdict_for
-from .rules import RuleSet, load_rules
+from .rules import Rule, RuleSet, load_rules
 from .suggest import rate_triple, suggest
 
 
@@ -78,6 +78,14 @@ class Checker:
 
     def check(self, plan: Any) -> Report:
         """Check one plan. Invalid input raises InvalidPlanError; it never comes back as a verdict."""
+        return self._run(plan)[0]
+
+    def explain(self, plan: Any) -> tuple[Report, dict[str, list[str]]]:
+        """The report, and per fired rule the facts that made it fire (for ``check --explain``)."""
+        report, facts, fired = self._run(plan)
+        return report, {rule.id: explain_rule(rule, facts) for rule in fired}
+
+    def _run(self, plan: Any) -> tuple[Report, Facts, list[Rule]]:
         parsed = plan if isinstance(plan, Plan) and self._is_canonical(plan) else self.parse(plan)
         facts = build_facts(parsed, self.catalogue.products[parsed.product], self.policy)
         fired = [self._rules[rule_id] for rule_id in self.engine.evaluate(facts.encode(self.engine.keys))]
@@ -85,7 +93,7 @@ class Checker:
                           key=lambda f: _SEVERITY_ORDER[f.severity])
         suggestion = suggest(facts, fired, self.policy)
         values = facts.values
-        return Report(
+        report = Report(
             verdict=verdict_for(findings),
             plan=PlanSummary(
                 id=parsed.id, product=facts.product.id, product_name=facts.product.name,
@@ -104,6 +112,7 @@ class Checker:
             ruleset=RuleSetIdentity(**self.ruleset.identity),
             policy=PolicyIdentity(**self.policy.identity),
         )
+        return report, facts, fired
 
     def _is_canonical(self, plan: Plan) -> bool:
         """A Plan built by :meth:`parse` (ids resolved, vocabulary checked) needs no second validation."""

@@ -47,6 +47,7 @@ class Facts:
     steps: list[StepFacts]
     risk_factors: frozenset[str]
     derived_risk_factors: frozenset[str]
+    initial_hold: float  # min: the label's, or the policy's where the label is silent
     titration_interval: float  # min
     titration_ladder: list[float]  # mg/kg/min, possibly empty
     cite: dict[str, str] = field(default_factory=dict)
@@ -154,7 +155,6 @@ def build_facts(plan: Plan, product: Product, policy: Policy) -> Facts:
         "daily_volume": daily_volume,
         "max_rate": max_rate,
         "initial_rate": initial_rate,
-        "initial_hold": entry.initial_hold.quantity.canonical,
         "at_risk_rate": at_risk,
         "peak_rate": max(s.rate for s in steps),
         "first_rate": steps[0].rate,
@@ -164,8 +164,10 @@ def build_facts(plan: Plan, product: Product, policy: Policy) -> Facts:
     }
     if age is not None:
         values["age"] = float(age)
-    if labelled:
-        regimen = entry.dose
+    if entry.initial_hold is not None:
+        values["initial_hold"] = entry.initial_hold.quantity.canonical
+    regimen = entry.dose if labelled else None
+    if regimen is not None:
         values.update({
             "label_dose_per_course": regimen.course_g_per_kg,
             "label_max_dose_per_day": regimen.max_daily_g_per_kg,
@@ -189,8 +191,11 @@ def build_facts(plan: Plan, product: Product, policy: Policy) -> Facts:
         plan=plan, product=product, indication=plan.indication, entry=entry if labelled else None,
         weight_kg=weight, concentration=concentration, values=values, steps=steps,
         risk_factors=frozenset(risk), derived_risk_factors=frozenset(derived),
-        titration_interval=entry.titration.interval.canonical,
-        titration_ladder=[rate_of(q) for q in entry.titration.ladder or []],
+        initial_hold=(entry.initial_hold.quantity.canonical if entry.initial_hold
+                      else policy["initial_hold_when_label_silent"].canonical),
+        titration_interval=(entry.titration.interval.canonical if entry.titration
+                            else policy["titration_interval_when_label_silent"].canonical),
+        titration_ladder=[rate_of(q) for q in (entry.titration.ladder if entry.titration else None) or []],
         cite=_citations(product, entry, policy, at_risk_cite),
     )
 
@@ -228,13 +233,16 @@ def _citations(product: Product, entry: IndicationEntry, policy: Policy, at_risk
     cite = {
         "max_rate": cited(entry.max_rate),
         "initial_rate": cited(entry.initial_rate),
-        "initial_hold": cited(entry.initial_hold),
+        "initial_hold": cited(entry.initial_hold) if entry.initial_hold else
+        "site policy initial_hold_when_label_silent: " + policy.provenance["initial_hold_when_label_silent"],
         "at_risk_rate": at_risk,
-        "dose": cited(entry.dose),
-        "titration": cited(entry.titration),
+        "titration": cited(entry.titration) if entry.titration else
+        "site policy titration_interval_when_label_silent: " + policy.provenance["titration_interval_when_label_silent"],
         "concentration": cited(product.concentration),
         "sucrose": cited(product.sucrose),
     }
+    if entry.dose is not None:
+        cite["dose"] = cited(entry.dose)
     for excipient in product.excipients:
         cite[f"excipient:{excipient.name}"] = cited(excipient)
     for statement in product.contraindications:

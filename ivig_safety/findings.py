@@ -90,3 +90,23 @@ def build_finding(rule: Rule, facts: Facts, policy: Policy) -> Finding:
         message=_PLACEHOLDER.sub(fill, rule.message), citation=_PLACEHOLDER.sub(fill, rule.citation),
         step=step, suggested_max_rate=rate_triple(facts, cap, policy) if cap is not None else None,
     )
+
+
+def explain_rule(rule: Rule, facts: Facts) -> list[str]:
+    """The facts a fired rule read, as 'name = value' lines, for a pharmacist asking why it fired."""
+    unit = facts.steps[0].unit
+    lines: list[str] = []
+    for key in sorted(rule.keys):
+        if key.startswith(("rf_", "ex_", "ci_", "av_")):
+            if facts.values.get(key):
+                what = {"rf_": "risk factor", "ex_": "excipient", "ci_": "contraindicated", "av_": "avoid"}[key[:3]]
+                lines.append(f"{what} {key[3:].replace('_', '-')}: present")
+            continue
+        name = key.partition("__")[0]
+        if name not in FIELDS:
+            continue
+        line = f"{name} = {_format_value(facts, name, unit)}"
+        if line not in lines:
+            lines.append(line)
+    lines.append(f"condition: {rule.when}")
+    return lines

@@ -50,6 +50,8 @@ SCHEMA: dict[str, Callable[[Any], Any]] = {
     "dose_ratio_above_label": _number(1.0, 2.0),
     "dose_ratio_below_label": _number(0.1, 1.0),
     "titration_factor_when_label_silent": _number(1.1, 10),
+    "initial_hold_when_label_silent": _quantity(Shape.TIME),
+    "titration_interval_when_label_silent": _quantity(Shape.TIME),
     "pump_rate_resolution": _quantity(Shape.VOLUME_PER_TIME),
     "dosing_weight": _choice("actual"),
 }

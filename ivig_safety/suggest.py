@@ -75,7 +75,7 @@ def suggest(facts: Facts, fired: list[Rule], policy: Policy) -> Suggestion:
 def _rungs(facts: Facts, cap: float, policy: Policy) -> list[tuple[float, float]]:
     """(rate mg/kg/min, minutes) pairs; the last rung's minutes are ignored (it runs until the dose is in)."""
     initial = float(facts.values["initial_rate"])
-    hold = float(facts.values["initial_hold"])
+    hold = facts.initial_hold
     interval = facts.titration_interval
     if not exceeds(cap, initial):
         return [(cap, math.inf)]
