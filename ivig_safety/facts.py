@@ -14,7 +14,7 @@ from typing import Any
 
 from .catalogue import IndicationEntry, Product
 from .errors import InvalidPlanError
-from .fields import FIELDS, SCALE, Shape, flag_key
+from .fields import DIFFERENCE, FIELDS, SCALE, Shape, flag_key
 from .plan import Plan
 from .policy import Policy
 from .units import ParsedUnit, Quantity, Shape as _Shape, rate_to_mg_per_kg_min
@@ -63,6 +63,11 @@ class Facts:
         for key in keys:
             if key in values:
                 out[key] = _scaled(values[key])
+                continue
+            if DIFFERENCE in key:
+                left, right = key.split(DIFFERENCE)
+                if left in values and right in values:
+                    out[key] = _scaled(values[left]) - _scaled(values[right])
                 continue
             base, _, variant = key.partition("__")
             if base not in values or not variant:

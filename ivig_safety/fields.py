@@ -19,6 +19,9 @@ Kind = Literal["quantity", "number", "bool", "text"]
 #: durable_rules parser bug with exponents ("5e-05" is rejected) and make "exactly the maximum" compare exactly.
 SCALE = 1_000_000
 
+#: Separates the two fields of a difference key ("peak_rate__minus__max_rate"), see rules.difference_key.
+DIFFERENCE = "__minus__"
+
 #: The key suffix under which each rate shape is stored; the base (mg/kg/min) has none.
 RATE_VARIANTS: dict[Shape, str] = {
     Shape.MASS_PER_MASS_TIME: "",

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import RuleFileError
-from .fields import FIELDS, FLAG_PREFIXES, SCALE, FieldSpec, flag_key
+from .fields import DIFFERENCE, FIELDS, FLAG_PREFIXES, SCALE, FieldSpec, flag_key
 from .policy import Policy
 from .units import RATE_SHAPES, Quantity, Shape, UnitError, parse_quantity
 from .yamlio import load_yaml
@@ -146,9 +146,12 @@ class _Compiler:
                 raise ValueError(f"cannot compare {name} ({_describe(spec)}) with {operand} ({_describe(other)})")
             if op in ("==", "!=") and spec.kind == "quantity":
                 raise ValueError("compare quantities with < <= > >=, not == or !=")
-            left, right = spec.key(_base(spec)), other.key(_base(other))
-            self.keys.update((left, right))
-            return {_OPS[op]: {left: {"$m": right}}} if op != "==" else {left: {"$m": right}}
+            # durable_rules' field references ($m) match stale values when a field is absent from the fact
+            # (measured: 'days > label_days_max' fired for a fact without label_days_max). So the comparison is
+            # compiled as a difference field the fact encoder computes, compared with zero.
+            key = difference_key(name, operand)
+            self.keys.add(key)
+            return {key: 0} if op == "==" else {_OPS[op]: {key: 0}}
         value = self._operand(operand)
         key, encoded = self._encode(spec, value, text)
         self.keys.add(key)
@@ -195,6 +198,11 @@ class _Compiler:
             raise ValueError(f"{spec.name} is {_describe(spec)}; {value} is {value.shape.value}"
                              + (" (write the unit)" if value.shape is Shape.DIMENSIONLESS else ""))
         return spec.key(value.shape), round(value.canonical * SCALE)
+
+
+def difference_key(left: str, right: str) -> str:
+    """The fact key holding ``left - right`` (integer millionths), present only when both fields are."""
+    return f"{left}{DIFFERENCE}{right}"
 
 
 def _field(name: str) -> FieldSpec:
