@@ -152,7 +152,10 @@ class _Compiler:
             key = difference_key(name, operand)
             self.keys.add(key)
             return {key: 0} if op == "==" else {_OPS[op]: {key: 0}}
-        value = self._operand(operand)
+        try:
+            value = self._operand(operand)
+        except UnitError as exc:
+            raise ValueError(f"cannot read the value {operand!r} in {text!r}: {exc}") from None
         key, encoded = self._encode(spec, value, text)
         self.keys.add(key)
         if op == "==":
