@@ -188,7 +188,7 @@ class Product(_Strict):
     aliases: list[str] = []
     manufacturer: str
     concentration: ConcentrationFigure  # type: ignore[valid-type]
-    sucrose: BoolFigure
+    sucrose: BoolFigure | None = None  # None: the reference does not say
     excipients: list[Excipient] = []
     iga_content: Cited | None = None
     vials: Vials | None = None
@@ -232,7 +232,11 @@ class Catalogue:
         self._names: dict[str, str] = {}
         for product in products.values():
             for name in (product.id, product.name, *product.aliases):
-                self._names[_name_key(name)] = product.id
+                key = _name_key(name)
+                if self._names.get(key, product.id) != product.id:
+                    raise RuleFileError(f"products/{product.id}.yaml", product.id,
+                                        f"name or alias {name!r} is already used by {self._names[key]}")
+                self._names[key] = product.id
 
     def resolve(self, name: str) -> Product | None:
         product_id = self._names.get(_name_key(name))

@@ -98,5 +98,7 @@ def risk_factors() -> None:
         click.echo(f"{name:34} {description}")
 
 
+from . import catalogue_cli  # noqa: E402,F401  (registers products, rules, schema)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -165,10 +165,11 @@ def build_facts(plan: Plan, product: Product, policy: Policy) -> Facts:
         "first_rate": steps[0].rate,
         "time_at_initial": time_at_initial,
         "infusion_time": infusion_time,
-        "sucrose": product.sucrose.value,
     }
     if age is not None:
         values["age"] = float(age)
+    if product.sucrose is not None:
+        values["sucrose"] = product.sucrose.value
     if entry.initial_hold is not None:
         values["initial_hold"] = entry.initial_hold.quantity.canonical
     regimen = entry.dose if labelled else None
@@ -244,10 +245,11 @@ def _citations(product: Product, entry: IndicationEntry, policy: Policy, at_risk
         "titration": cited(entry.titration) if entry.titration else
         "site policy titration_interval_when_label_silent: " + policy.provenance["titration_interval_when_label_silent"],
         "concentration": cited(product.concentration),
-        "sucrose": cited(product.sucrose),
     }
     if entry.dose is not None:
         cite["dose"] = cited(entry.dose)
+    if product.sucrose is not None:
+        cite["sucrose"] = cited(product.sucrose)
     for excipient in product.excipients:
         cite[f"excipient:{excipient.name}"] = cited(excipient)
     for statement in product.contraindications:
