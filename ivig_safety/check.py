@@ -20,7 +20,8 @@ from .facts import Facts, build_facts
 from .findings import build_finding, explain_rule
 from .plan import Plan
 from .policy import Policy, load_policy
-from .report import PlanSummary, PolicyIdentity, Report, RuleSetIdentity, verdict_for
+from .report import (DispenseReport, PlanSummary, PolicyIdentity, Report, RuleSetIdentity, VialCount,
+                     verdict_for)
 from .rules import Rule, RuleSet, load_rules
 from .suggest import rate_triple, suggest
 
@@ -97,7 +98,9 @@ class Checker:
             verdict=verdict_for(findings),
             plan=PlanSummary(
                 id=parsed.id, product=facts.product.id, product_name=facts.product.name,
-                indication=facts.indication, labelled=bool(values["labelled"]), weight_kg=round(facts.weight_kg, 6),
+                indication=facts.indication, labelled=bool(values["labelled"]),
+                weight_kg=round(values["weight"], 6), dosing_weight_kg=round(facts.weight_kg, 6),
+                dosing_weight_method=facts.dosing.method,
                 concentration_mg_per_ml=facts.concentration, risk_factors=sorted(facts.risk_factors),
                 derived_risk_factors=sorted(facts.derived_risk_factors), days=int(values["days"]),
                 dose_per_day_g=round(values["dose_per_day"] * facts.weight_kg, 3),
@@ -109,6 +112,7 @@ class Checker:
             suggested_max_rate=rate_triple(facts, suggestion.max_rate, self.policy),
             suggested_steps=suggestion.steps,
             suggested_infusion_min=suggestion.total_min,
+            dispense=_dispense(facts),
             ruleset=RuleSetIdentity(**self.ruleset.identity),
             policy=PolicyIdentity(**self.policy.identity),
         )
@@ -118,6 +122,15 @@ class Checker:
         """A Plan built by :meth:`parse` (ids resolved, vocabulary checked) needs no second validation."""
         return (plan.product in self.catalogue.products and plan.indication in self.vocabulary.indications
                 and all(r in self.vocabulary.risk_factors for r in plan.patient.risk_factors))
+
+
+def _dispense(facts: Facts) -> DispenseReport:
+    d = facts.dispense
+    return DispenseReport(
+        prescribed_dose_g=round(d.dose_g, 3), dose_g=round(d.rounded_dose_g, 3), rounding=d.rounding,
+        volume_ml=round(facts.values["daily_volume"], 3),
+        vials=[VialCount(size=vial.label, count=count) for vial, count in d.vials], waste_g=d.waste_g,
+    )
 
 
 @lru_cache(maxsize=8)

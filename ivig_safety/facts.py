@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .catalogue import IndicationEntry, Product
+from .dosing import Dispense, DosingWeight, dosing_weight, parse_vials, round_and_dispense
 from .errors import InvalidPlanError
 from .fields import DIFFERENCE, FIELDS, SCALE, Shape, flag_key
 from .plan import Plan
@@ -41,7 +42,9 @@ class Facts:
     product: Product
     indication: str
     entry: IndicationEntry | None  # None when the product is not labelled for the indication
-    weight_kg: float
+    weight_kg: float  # the dosing weight: doses and per-kg rates are calculated on it
+    dosing: DosingWeight
+    dispense: Dispense
     concentration: float  # mg/mL
     values: dict[str, Any]
     steps: list[StepFacts]
@@ -104,7 +107,11 @@ def _conservative_entry(product: Product) -> IndicationEntry:
 
 def build_facts(plan: Plan, product: Product, policy: Policy) -> Facts:
     """Join plan, product and policy into canonical facts; impossible combinations raise InvalidPlanError."""
-    weight = plan.patient.weight.canonical
+    patient = plan.patient
+    actual_weight = patient.weight.canonical
+    dosing = dosing_weight(actual_weight, patient.height.canonical if patient.height else None, patient.sex,
+                           patient.age, patient.pregnant, policy)
+    weight = dosing.kg
     concentration = product.concentration_mg_per_ml
     labelled = plan.indication in product.indications
     entry = product.indications[plan.indication] if labelled else _conservative_entry(product)
@@ -121,11 +128,12 @@ def build_facts(plan: Plan, product: Product, policy: Policy) -> Facts:
     dose = plan.dose
     days = dose.days
     if dose.per_course is not None:
-        course = _g_per_kg(dose.per_course, weight)
-        per_day = course / days
+        per_day = _g_per_kg(dose.per_course, weight) / days
     else:
         per_day = _g_per_kg(dose.per_day, weight)
-        course = per_day * days
+    dispense = round_and_dispense(per_day * weight, parse_vials(product.vials.value if product.vials else []), policy)
+    per_day = dispense.rounded_dose_g / weight
+    course = per_day * days
     daily_volume = per_day * weight * 1000.0 / concentration
 
     max_rate = rate_of(entry.max_rate.quantity)
@@ -141,9 +149,9 @@ def build_facts(plan: Plan, product: Product, policy: Policy) -> Facts:
 
     infusion_time, time_at_initial = _timeline(steps, daily_volume, weight, concentration, initial_rate)
 
-    risk = set(plan.patient.risk_factors)
+    risk = set(patient.risk_factors)
     derived: set[str] = set()
-    age = plan.patient.age
+    age = patient.age
     if age is not None and age > policy["advanced_age_over"] and "advanced-age" not in risk:
         derived.add("advanced-age")
     risk |= derived
@@ -152,7 +160,8 @@ def build_facts(plan: Plan, product: Product, policy: Policy) -> Facts:
         "product": product.id,
         "indication": plan.indication,
         "labelled": labelled,
-        "weight": weight,
+        "weight": actual_weight,
+        "dosing_weight": weight,
         "days": days,
         "steps": len(steps),
         "dose_per_day": per_day,
@@ -170,6 +179,8 @@ def build_facts(plan: Plan, product: Product, policy: Policy) -> Facts:
         values["age"] = float(age)
     if product.sucrose is not None:
         values["sucrose"] = product.sucrose.value
+    if patient.blood_group is not None:
+        values["blood_group_non_o"] = not patient.blood_group.startswith("O")
     if entry.initial_hold is not None:
         values["initial_hold"] = entry.initial_hold.quantity.canonical
     regimen = entry.dose if labelled else None
@@ -195,7 +206,7 @@ def build_facts(plan: Plan, product: Product, policy: Policy) -> Facts:
 
     return Facts(
         plan=plan, product=product, indication=plan.indication, entry=entry if labelled else None,
-        weight_kg=weight, concentration=concentration, values=values, steps=steps,
+        weight_kg=weight, dosing=dosing, dispense=dispense, concentration=concentration, values=values, steps=steps,
         risk_factors=frozenset(risk), derived_risk_factors=frozenset(derived),
         initial_hold=(entry.initial_hold.quantity.canonical if entry.initial_hold
                       else policy["initial_hold_when_label_silent"].canonical),

@@ -64,6 +64,8 @@ FIELDS: dict[str, FieldSpec] = {f.name: f for f in [
     FieldSpec("indication", "text", "the indication being treated"),
     FieldSpec("labelled", "bool", "the product's label covers this indication"),
     _single("weight", Shape.MASS, "the patient's actual body weight"),
+    _single("dosing_weight", Shape.MASS, "the weight doses and per-kg rates are calculated on (policy)"),
+    FieldSpec("blood_group_non_o", "bool", "the patient's ABO group is A, B or AB (absent when not given)"),
     FieldSpec("age", "number", "age in years (absent when the plan gives none)"),
     FieldSpec("days", "number", "infusion days in the course"),
     FieldSpec("steps", "number", "number of titration steps in the plan"),

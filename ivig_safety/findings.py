@@ -79,6 +79,7 @@ def build_finding(rule: Rule, facts: Facts, policy: Policy) -> Finding:
             "over_cap_steps": _step_list(over) if over else "no step",
             "risk_factors": ", ".join(present) or "none",
             "product_name": facts.product.name,
+            "blood_group": facts.plan.patient.blood_group or "not given",
             "cap": format_rate(facts, cap, unit) if cap is not None else "-",
         }
         if name in extra:

@@ -8,7 +8,7 @@ factor to rules/vocabulary.yaml makes it valid input without touching Python.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationInfo,
                       WithJsonSchema, field_validator, model_validator)
@@ -64,6 +64,10 @@ class Patient(_Model):
     age: Annotated[float, Field(ge=AGE_YEARS[0], le=AGE_YEARS[1], allow_inf_nan=False,
                                 description="age in years")] | None = None
     risk_factors: list[str] = []
+    sex: Literal["female", "male"] | None = Field(default=None, description="for ideal body weight (Devine)")
+    pregnant: bool | None = None
+    blood_group: Annotated[str, Field(pattern=r"^(O|A|B|AB)[+-]?$")] | None = Field(
+        default=None, description="ABO group, e.g. 'A+': non-O groups carry a higher hemolysis risk")
 
     @field_validator("age", mode="before")
     @classmethod

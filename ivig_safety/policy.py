@@ -53,7 +53,15 @@ SCHEMA: dict[str, Callable[[Any], Any]] = {
     "initial_hold_when_label_silent": _quantity(Shape.TIME),
     "titration_interval_when_label_silent": _quantity(Shape.TIME),
     "pump_rate_resolution": _quantity(Shape.VOLUME_PER_TIME),
-    "dosing_weight": _choice("actual"),
+    "dosing_weight": _choice("actual", "adjusted"),
+    "adjusted_weight_trigger": _choice("bmi", "percent-ibw", "always"),
+    "adjusted_weight_threshold": _number(0, 300),
+    "adjusted_weight_factor": _number(0, 1),
+    "adjusted_weight_min_age": _number(0, 130),
+    "adjusted_weight_min_height": _quantity(Shape.LENGTH),
+    "dose_rounding": _choice("none", "nearest-vial", "nearest-5g"),
+    "dose_rounding_tolerance": _number(0, 0.2),
+    "volume_load_daily": _quantity(Shape.VOLUME),
 }
 
 

@@ -77,6 +77,12 @@ def render_text(report: Report, explain: dict[str, list[str]] | None = None) -> 
     parts.append(table)
     parts.append(Text(f"Total infusion time for the day's dose: {_minutes(report.suggested_infusion_min)} "
                       f"(the plan as written: {_minutes(plan.plan_infusion_min)})"))
+    d = report.dispense
+    vials = ", ".join(f"{v.count} x {v.size}" for v in d.vials) or "no vial sizes on file"
+    rounding = "" if d.rounding == "none" else f" (prescribed {format_number(d.prescribed_dose_g)} g; {d.rounding})"
+    parts.append(Text(f"Dispense per day: {format_number(d.dose_g)} g = {format_number(d.volume_ml)} mL{rounding}; "
+                      f"vials: {vials}" + (f"; waste {format_number(d.waste_g)} g" if d.waste_g else "")))
+    parts.append(Text(f"Dosing weight: {format_number(plan.dosing_weight_kg)} kg ({plan.dosing_weight_method})"))
     parts.append(Text(f"Rule set {report.ruleset.version} sha256:{report.ruleset.sha256[:12]}; "
                       f"policy '{report.policy.name}' sha256:{report.policy.sha256[:12]}", style="dim"))
     return Group(*parts)

@@ -50,6 +50,8 @@ class PlanSummary(_Model):
     indication: str
     labelled: bool
     weight_kg: float
+    dosing_weight_kg: float
+    dosing_weight_method: str
     concentration_mg_per_ml: float
     risk_factors: list[str]
     derived_risk_factors: list[str]
@@ -58,6 +60,22 @@ class PlanSummary(_Model):
     dose_per_day_g_per_kg: float
     daily_volume_ml: float
     plan_infusion_min: float
+
+
+class VialCount(_Model):
+    size: str
+    count: int
+
+
+class DispenseReport(_Model):
+    """What pharmacy prepares for one infusion day."""
+
+    prescribed_dose_g: float = Field(description="the day's dose as prescribed, on the dosing weight")
+    dose_g: float = Field(description="the day's dose to give, after the policy's rounding")
+    rounding: str
+    volume_ml: float
+    vials: list[VialCount] = Field(description="whole vials covering the dose; empty if the product lists no sizes")
+    waste_g: float | None
 
 
 class RuleSetIdentity(_Model):
@@ -77,6 +95,7 @@ class Report(_Model):
     suggested_max_rate: RateTriple
     suggested_steps: list[ScheduleStep]
     suggested_infusion_min: float = Field(description="total minutes for the day's dose on the suggested schedule")
+    dispense: DispenseReport
     ruleset: RuleSetIdentity
     policy: PolicyIdentity
 

@@ -45,7 +45,7 @@ _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 _CITE_FIXED = {"max_rate", "initial_rate", "initial_hold", "at_risk_rate", "dose", "titration", "concentration",
                "sucrose"}
 _CITE_KEYED = ("excipient:", "contraindication:", "avoid:", "policy:")
-_EXTRA_PLACEHOLDERS = {"step", "step_rate", "over_cap_steps", "risk_factors", "product_name", "cap", "contraindicated", "avoided", "excipients"}
+_EXTRA_PLACEHOLDERS = {"blood_group", "step", "step_rate", "over_cap_steps", "risk_factors", "product_name", "cap", "contraindicated", "avoided", "excipients"}
 
 Cap = str | Quantity  # a field name (a rate field of the facts) or a fixed quantity
 
