@@ -89,7 +89,7 @@ class Checker:
     def _run(self, plan: Any) -> tuple[Report, Facts, list[Rule]]:
         parsed = plan if isinstance(plan, Plan) and self._is_canonical(plan) else self.parse(plan)
         facts = build_facts(parsed, self.catalogue.products[parsed.product], self.policy)
-        fired = [self._rules[rule_id] for rule_id in self.engine.evaluate(facts.encode(self.engine.keys))]
+        fired = [self._rules[rule_id] for rule_id in self.engine.evaluate(facts.encode(self.engine.encoding))]
         findings = sorted((build_finding(rule, facts, self.policy) for rule in fired),
                           key=lambda f: _SEVERITY_ORDER[f.severity])
         suggestion = suggest(facts, fired, self.policy)

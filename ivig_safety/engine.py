@@ -31,12 +31,21 @@ import durable_rules_engine as _dre
 import orjson
 
 from .errors import EngineError
+from .facts import encoding_plan
 from .rules import RuleSet
 
 RULES_PER_RULESET = 48
 _NOT_HANDLED = 1  # durable_rules: no rule matched the fact
 _CREATE_LOCK = threading.Lock()  # ruleset creation touches the C core's global tables
 _RULESET_NAMES = itertools.count()
+
+
+def _rule_name(message: str) -> str:
+    """The rule an action message is for: its one key. Rule ids are kebab-case (checked at load), so the key needs
+    no JSON unescaping and the rest of the message (a copy of the fact) need not be parsed."""
+    if not message.startswith('{"'):
+        raise EngineError(f"unexpected action message from durable_rules: {message[:80]!r}")
+    return message[2:message.index('"', 2)]
 
 
 class _Session:
@@ -73,13 +82,13 @@ class _Session:
         started = _dre.start_action_for_state(handle, state)
         if not started:
             return names
-        message = json.loads(started[1])
+        message = started[1]
         while True:
-            names.extend(message)
+            names.append(_rule_name(message))
             following = _dre.complete_and_start_action(handle, state)
             if not following:
                 return names
-            message = json.loads(following)
+            message = following
 
     @staticmethod
     def _retract(handle: int, text: str) -> None:
@@ -96,6 +105,7 @@ class Engine:
     def __init__(self, ruleset: RuleSet, max_sessions: int | None = None):
         self.ruleset = ruleset
         self.keys = ruleset.keys
+        self.encoding = encoding_plan(ruleset.keys)
         rules = list(ruleset.rules)
         self._chunks = [
             {rule.id: rule.engine_spec for rule in rules[i:i + RULES_PER_RULESET]}

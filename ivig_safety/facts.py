@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .catalogue import IndicationEntry, Product
-from .dosing import Dispense, DosingWeight, dosing_weight, parse_vials, round_and_dispense
+from .dosing import Dispense, DosingWeight, Vial, dosing_weight, parse_vials, round_and_dispense
 from .errors import InvalidPlanError
 from .fields import DIFFERENCE, FIELDS, SCALE, Shape, flag_key
 from .plan import Plan
@@ -31,7 +31,6 @@ class StepFacts:
     rate_ml_per_h: float
     duration_min: float | None  # as written; None for an open last step
     unit: ParsedUnit  # the unit the plan wrote this step's rate in
-    written: str
 
 
 @dataclass(slots=True)
@@ -54,38 +53,49 @@ class Facts:
     titration_interval: float  # min
     titration_ladder: list[float]  # mg/kg/min, possibly empty
     cite: dict[str, str] = field(default_factory=dict)
+    triples: dict[float, Any] = field(default_factory=dict)  # suggest.rate_triple's memo for this plan
 
     def ml_per_h(self, rate_mg_kg_min: float) -> float:
         return rate_mg_kg_min * self.weight_kg / self.concentration * 60.0
 
-    def encode(self, keys: frozenset[str]) -> dict[str, Any]:
+    def encode(self, plan: "EncodingPlan") -> dict[str, Any]:
         """The record the engine sees: only the keys some rule reads, numbers as integer millionths."""
         out: dict[str, Any] = {}
         values = self.values
         w, c = self.weight_kg, self.concentration
-        for key in keys:
-            if key in values:
-                out[key] = _scaled(values[key])
-                continue
-            if DIFFERENCE in key:
-                left, right = key.split(DIFFERENCE)
-                if left in values and right in values:
-                    out[key] = _scaled(values[left]) - _scaled(values[right])
-                continue
-            base, _, variant = key.partition("__")
-            if base not in values or not variant:
-                continue  # a flag that is not set, or an absent optional value: the clause cannot match
-            value = values[base]
-            if variant == "ml_per_kg_min":
-                value = value / c
-            elif variant == "ml_per_min":
-                value = value * w / c
-            elif variant == "mg_per_min":
-                value = value * w
-            elif variant == "kg":
-                value = value * w / 1000.0
-            out[key] = _scaled(value)
+        factors = {"": 1.0, "ml_per_kg_min": 1.0 / c, "ml_per_min": w / c, "mg_per_min": w, "kg": w / 1000.0}
+        for key, base, other, variant in plan:
+            value = values.get(base)
+            if value is None:
+                continue  # an unset flag or an absent optional value: no clause on it can match
+            if other is not None:
+                second = values.get(other)
+                if second is not None:
+                    out[key] = _scaled(value) - _scaled(second)
+            elif variant:
+                out[key] = round(value * factors[variant] * SCALE)
+            else:
+                out[key] = _scaled(value)
         return out
+
+
+#: (key, base field, other field for a difference, variant suffix) for each key the rules read.
+EncodingPlan = tuple[tuple[str, str, str | None, str], ...]
+
+
+def encoding_plan(keys: frozenset[str]) -> EncodingPlan:
+    """Work out once, per rule set, how each engine key is computed from the facts."""
+    plan = []
+    for key in sorted(keys):
+        if DIFFERENCE in key:
+            left, right = key.split(DIFFERENCE)
+            plan.append((key, left, right, ""))
+        elif key in FIELDS or not key.partition("__")[2]:
+            plan.append((key, key, None, ""))
+        else:
+            base, _, variant = key.partition("__")
+            plan.append((key, base, None, variant))
+    return tuple(plan)
 
 
 def _scaled(value: Any) -> Any:
@@ -105,17 +115,89 @@ def _conservative_entry(product: Product) -> IndicationEntry:
                                        product.rate_mg_kg_min(e.initial_rate.quantity)))
 
 
+@dataclass(frozen=True)
+class LabelFacts:
+    """What the label (and the policy, where the label is silent) says for one product and indication, converted to
+    canonical floats once: every plan for the same product and indication reuses it."""
+
+    product: Product
+    policy: Policy
+    entry: IndicationEntry
+    labelled: bool
+    at_risk_rate: float | None  # mg/kg/min; None when the policy's fallback depends on the patient's weight
+    initial_hold: float
+    titration_interval: float
+    titration_ladder: list[float]
+    values: dict[str, Any]  # the facts that do not depend on the plan
+    vials: list[Vial]
+    cite: dict[str, str]
+
+
+_LABELS: dict[tuple[int, str, int], LabelFacts] = {}
+
+
+def label_facts(product: Product, indication: str, policy: Policy) -> LabelFacts:
+    key = (id(product), indication, id(policy))
+    cached = _LABELS.get(key)
+    if cached is not None and cached.product is product and cached.policy is policy:
+        return cached
+    labelled = indication in product.indications
+    entry = product.indications[indication] if labelled else _conservative_entry(product)
+    rate_of = product.rate_mg_kg_min
+    values: dict[str, Any] = {
+        "product": product.id,
+        "indication": indication,
+        "labelled": labelled,
+        "max_rate": rate_of(entry.max_rate.quantity),
+        "initial_rate": rate_of(entry.initial_rate.quantity),
+    }
+    if entry.initial_hold is not None:
+        values["initial_hold"] = entry.initial_hold.quantity.canonical
+    if product.sucrose is not None:
+        values["sucrose"] = product.sucrose.value
+    regimen = entry.dose if labelled else None
+    if regimen is not None:
+        values.update({
+            "label_dose_per_course": regimen.course_g_per_kg,
+            "label_max_dose_per_day": regimen.max_daily_g_per_kg,
+            "label_days_min": regimen.days.min,
+            "label_days_max": regimen.days.max,
+        })
+    for excipient in product.excipients:
+        values[flag_key("excipient", excipient.name)] = True
+    at_risk_figure = entry.at_risk_rate or product.at_risk_rate
+    fallback = policy["at_risk_rate_when_label_silent"]
+    if at_risk_figure is not None:
+        at_risk: float | None = rate_of(at_risk_figure.quantity)
+        at_risk_cite = f"{at_risk_figure.citation} [{at_risk_figure.tag}]"
+    else:
+        per_kg = fallback.shape in (_Shape.MASS_PER_MASS_TIME, _Shape.VOLUME_PER_MASS_TIME)
+        at_risk = rate_to_mg_per_kg_min(fallback, product.concentration_mg_per_ml, 1.0) if per_kg else None
+        at_risk_cite = ("Boxed warning: minimum infusion rate practicable for patients at risk (L); numeric cap from "
+                        "site policy at_risk_rate_when_label_silent: " + policy.provenance["at_risk_rate_when_label_silent"])
+    label = LabelFacts(
+        product=product, policy=policy, entry=entry, labelled=labelled, at_risk_rate=at_risk,
+        initial_hold=(entry.initial_hold.quantity.canonical if entry.initial_hold
+                      else policy["initial_hold_when_label_silent"].canonical),
+        titration_interval=(entry.titration.interval.canonical if entry.titration
+                            else policy["titration_interval_when_label_silent"].canonical),
+        titration_ladder=[rate_of(q) for q in (entry.titration.ladder if entry.titration else None) or []],
+        values=values, vials=parse_vials(product.vials.value if product.vials else []),
+        cite=_citations(product, entry, policy, at_risk_cite),
+    )
+    _LABELS[key] = label
+    return label
+
+
 def build_facts(plan: Plan, product: Product, policy: Policy) -> Facts:
     """Join plan, product and policy into canonical facts; impossible combinations raise InvalidPlanError."""
+    label = label_facts(product, plan.indication, policy)
     patient = plan.patient
     actual_weight = patient.weight.canonical
     dosing = dosing_weight(actual_weight, patient.height.canonical if patient.height else None, patient.sex,
                            patient.age, patient.pregnant, policy)
     weight = dosing.kg
     concentration = product.concentration_mg_per_ml
-    labelled = plan.indication in product.indications
-    entry = product.indications[plan.indication] if labelled else _conservative_entry(product)
-    rate_of = product.rate_mg_kg_min
 
     steps: list[StepFacts] = []
     for index, step in enumerate(plan.steps):
@@ -123,7 +205,7 @@ def build_facts(plan: Plan, product: Product, policy: Policy) -> Facts:
         if not math.isfinite(rate) or rate > ABSURD_RATE_MG_KG_MIN:
             raise InvalidPlanError.single(f"steps[{index}].rate", f"{step.rate} is not a possible infusion rate")
         steps.append(StepFacts(index, rate, rate * weight / concentration * 60.0,
-                               step.duration.canonical if step.duration else None, step.rate.unit, str(step.rate)))
+                               step.duration.canonical if step.duration else None, step.rate.unit))
 
     dose = plan.dose
     days = dose.days
@@ -131,22 +213,15 @@ def build_facts(plan: Plan, product: Product, policy: Policy) -> Facts:
         per_day = _g_per_kg(dose.per_course, weight) / days
     else:
         per_day = _g_per_kg(dose.per_day, weight)
-    dispense = round_and_dispense(per_day * weight, parse_vials(product.vials.value if product.vials else []), policy)
+    dispense = round_and_dispense(per_day * weight, label.vials, policy)
     per_day = dispense.rounded_dose_g / weight
     course = per_day * days
     daily_volume = per_day * weight * 1000.0 / concentration
 
-    max_rate = rate_of(entry.max_rate.quantity)
-    initial_rate = rate_of(entry.initial_rate.quantity)
-    at_risk_figure = entry.at_risk_rate or product.at_risk_rate
-    if at_risk_figure is not None:
-        at_risk = rate_of(at_risk_figure.quantity)
-        at_risk_cite = at_risk_figure.citation + f" [{at_risk_figure.tag}]"
-    else:
+    at_risk = label.at_risk_rate
+    if at_risk is None:
         at_risk = rate_to_mg_per_kg_min(policy["at_risk_rate_when_label_silent"], concentration, weight)
-        at_risk_cite = ("Boxed warning: minimum infusion rate practicable for patients at risk (L); numeric cap from "
-                        "site policy at_risk_rate_when_label_silent: " + policy.provenance["at_risk_rate_when_label_silent"])
-
+    initial_rate = label.values["initial_rate"]
     infusion_time, time_at_initial = _timeline(steps, daily_volume, weight, concentration, initial_rate)
 
     risk = set(patient.risk_factors)
@@ -157,9 +232,7 @@ def build_facts(plan: Plan, product: Product, policy: Policy) -> Facts:
     risk |= derived
 
     values: dict[str, Any] = {
-        "product": product.id,
-        "indication": plan.indication,
-        "labelled": labelled,
+        **label.values,
         "weight": actual_weight,
         "dosing_weight": weight,
         "days": days,
@@ -167,8 +240,6 @@ def build_facts(plan: Plan, product: Product, policy: Policy) -> Facts:
         "dose_per_day": per_day,
         "dose_per_course": course,
         "daily_volume": daily_volume,
-        "max_rate": max_rate,
-        "initial_rate": initial_rate,
         "at_risk_rate": at_risk,
         "peak_rate": max(s.rate for s in steps),
         "first_rate": steps[0].rate,
@@ -177,26 +248,13 @@ def build_facts(plan: Plan, product: Product, policy: Policy) -> Facts:
     }
     if age is not None:
         values["age"] = float(age)
-    if product.sucrose is not None:
-        values["sucrose"] = product.sucrose.value
     if patient.blood_group is not None:
         values["blood_group_non_o"] = not patient.blood_group.startswith("O")
-    if entry.initial_hold is not None:
-        values["initial_hold"] = entry.initial_hold.quantity.canonical
-    regimen = entry.dose if labelled else None
-    if regimen is not None:
-        values.update({
-            "label_dose_per_course": regimen.course_g_per_kg,
-            "label_max_dose_per_day": regimen.max_daily_g_per_kg,
-            "label_days_min": regimen.days.min,
-            "label_days_max": regimen.days.max,
-            "course_dose_ratio": course / regimen.course_g_per_kg,
-            "daily_dose_ratio": per_day / regimen.max_daily_g_per_kg,
-        })
+    if "label_dose_per_course" in values:
+        values["course_dose_ratio"] = course / values["label_dose_per_course"]
+        values["daily_dose_ratio"] = per_day / values["label_max_dose_per_day"]
     for name in risk:
         values[flag_key("risk_factor", name)] = True
-    for excipient in product.excipients:
-        values[flag_key("excipient", excipient.name)] = True
     for statement in product.contraindications:
         if statement.risk_factor in risk:
             values[flag_key("contraindicated", statement.risk_factor)] = True
@@ -205,15 +263,10 @@ def build_facts(plan: Plan, product: Product, policy: Policy) -> Facts:
             values[flag_key("avoided", statement.risk_factor)] = True
 
     return Facts(
-        plan=plan, product=product, indication=plan.indication, entry=entry if labelled else None,
+        plan=plan, product=product, indication=plan.indication, entry=label.entry if label.labelled else None,
         weight_kg=weight, dosing=dosing, dispense=dispense, concentration=concentration, values=values, steps=steps,
-        risk_factors=frozenset(risk), derived_risk_factors=frozenset(derived),
-        initial_hold=(entry.initial_hold.quantity.canonical if entry.initial_hold
-                      else policy["initial_hold_when_label_silent"].canonical),
-        titration_interval=(entry.titration.interval.canonical if entry.titration
-                            else policy["titration_interval_when_label_silent"].canonical),
-        titration_ladder=[rate_of(q) for q in (entry.titration.ladder if entry.titration else None) or []],
-        cite=_citations(product, entry, policy, at_risk_cite),
+        risk_factors=frozenset(risk), derived_risk_factors=frozenset(derived), initial_hold=label.initial_hold,
+        titration_interval=label.titration_interval, titration_ladder=label.titration_ladder, cite=label.cite,
     )
 
 

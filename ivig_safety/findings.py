@@ -7,7 +7,6 @@ Why templates are filled here and not in the rule engine: the engine sees intege
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from .errors import EngineError
@@ -19,7 +18,6 @@ from .rules import Rule
 from .suggest import cap_value, exceeds, rate_triple
 from .units import ParsedUnit, Shape, format_number, mg_per_kg_min_to
 
-_PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 _UNIT_OF = {"weight": "kg", "daily_volume": "mL", "initial_hold": "min", "time_at_initial": "min",
             "infusion_time": "min"}
 
@@ -63,34 +61,41 @@ def build_finding(rule: Rule, facts: Facts, policy: Policy) -> Finding:
     over = [s.index + 1 for s in facts.steps if cap is not None and exceeds(s.rate, cap)]
     step = 1 if rule.step == "first" else (over[0] if rule.step == "over-cap" and over else None)
     unit = facts.steps[(step or 1) - 1].unit
-    present = [r + (" (from age)" if r in facts.derived_risk_factors else "")
-               for r in rule.risk_factors if r in facts.risk_factors]
 
-    def fill(match: re.Match[str]) -> str:
-        name = match.group(1)
+    def value(name: str) -> str:
         if name.startswith("cite."):
-            key = name.removeprefix("cite.")
+            key = name[5:]
             if key not in facts.cite:
                 raise EngineError(f"rule {rule.id}: no citation {key!r} for product {facts.product.id}")
             return facts.cite[key]
-        extra: dict[str, Any] = {
-            "step": step if step is not None else "-",
-            "step_rate": format_rate(facts, facts.steps[step - 1].rate, unit) if step else "-",
-            "over_cap_steps": _step_list(over) if over else "no step",
-            "risk_factors": ", ".join(present) or "none",
-            "product_name": facts.product.name,
-            "blood_group": facts.plan.patient.blood_group or "not given",
-            "cap": format_rate(facts, cap, unit) if cap is not None else "-",
-        }
-        if name in extra:
-            return str(extra[name])
+        if name == "step":
+            return str(step) if step is not None else "-"
+        if name == "step_rate":
+            return format_rate(facts, facts.steps[step - 1].rate, unit) if step else "-"
+        if name == "over_cap_steps":
+            return _step_list(over) if over else "no step"
+        if name == "risk_factors":
+            present = [r + (" (from age)" if r in facts.derived_risk_factors else "")
+                       for r in rule.risk_factors if r in facts.risk_factors]
+            return ", ".join(present) or "none"
+        if name == "product_name":
+            return facts.product.name
+        if name == "blood_group":
+            return facts.plan.patient.blood_group or "not given"
+        if name == "cap":
+            return format_rate(facts, cap, unit) if cap is not None else "-"
         return _format_value(facts, name, unit)
 
     return Finding(
         kind=rule.kind, severity=rule.severity, rule=rule.id,
-        message=_PLACEHOLDER.sub(fill, rule.message), citation=_PLACEHOLDER.sub(fill, rule.citation),
+        message=_fill(rule.message_parts, value), citation=_fill(rule.citation_parts, value),
         step=step, suggested_max_rate=rate_triple(facts, cap, policy) if cap is not None else None,
     )
+
+
+def _fill(parts: tuple[str, ...], value: Any) -> str:
+    """Parts alternate literal text and placeholder names (see rules.split_template)."""
+    return "".join(part if i % 2 == 0 else value(part) for i, part in enumerate(parts))
 
 
 def explain_rule(rule: Rule, facts: Facts) -> list[str]:

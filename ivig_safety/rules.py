@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -67,6 +68,14 @@ class Rule:
     risk_factors: tuple[str, ...] = ()
     keys: frozenset[str] = field(default_factory=frozenset)
     description: str | None = None
+
+    @property
+    def message_parts(self) -> tuple[str, ...]:
+        return split_template(self.message)
+
+    @property
+    def citation_parts(self) -> tuple[str, ...]:
+        return split_template(self.citation)
 
     @property
     def engine_spec(self) -> dict[str, Any]:
@@ -201,6 +210,12 @@ class _Compiler:
             raise ValueError(f"{spec.name} is {_describe(spec)}; {value} is {value.shape.value}"
                              + (" (write the unit)" if value.shape is Shape.DIMENSIONLESS else ""))
         return spec.key(value.shape), round(value.canonical * SCALE)
+
+
+@lru_cache(maxsize=1024)
+def split_template(template: str) -> tuple[str, ...]:
+    """'a {x} b' -> ('a ', 'x', ' b'): literal text and placeholder names alternate (split once, cached)."""
+    return tuple(_PLACEHOLDER.split(template))
 
 
 def difference_key(left: str, right: str) -> str:

@@ -32,24 +32,28 @@ def exceeds(rate: float, cap: float) -> bool:
 
 
 def rate_triple(facts: Facts, rate_mg_kg_min: float, policy: Policy) -> RateTriple:
-    """The rate, rounded down to the pump's resolution, in mg/kg/min, mL/kg/min and mL/h for this patient."""
+    """The rate, rounded down to the pump's resolution, in mg/kg/min, mL/kg/min and mL/h for this patient.
+
+    Memoised per plan: the same cap usually appears in a finding, in the suggested maximum and in the schedule."""
+    cached = facts.triples.get(rate_mg_kg_min)
+    if cached is not None:
+        return cached
     resolution = policy["pump_rate_resolution"].canonical * 60.0  # mL/h
     ml_per_h = facts.ml_per_h(rate_mg_kg_min)
     pump = math.floor(ml_per_h / resolution + 1e-9) * resolution
     if pump <= 0:  # smaller than one pump increment: keep the exact figure rather than round to zero
         pump = ml_per_h
     pump = round(pump, 6)
-    mg = pump / 60.0 * facts.concentration / facts.weight_kg
-    return RateTriple.model_validate({
-        "mg/kg/min": _tidy(min(mg, rate_mg_kg_min)),
-        "mL/kg/min": _tidy(min(mg, rate_mg_kg_min) / facts.concentration),
-        "mL/h": pump,
-    })
+    mg = _tidy(min(pump / 60.0 * facts.concentration / facts.weight_kg, rate_mg_kg_min))
+    triple = RateTriple(mg_per_kg_min=mg, ml_per_kg_min=_tidy(mg / facts.concentration), ml_per_h=pump)
+    facts.triples[rate_mg_kg_min] = triple
+    return triple
 
 
 def _tidy(value: float) -> float:
     """Drop float noise (0.04000000000000001) where that does not round up past the value itself."""
-    return min(float(f"{value:.10g}"), value)
+    tidy = float(f"{value:.10g}")
+    return tidy if tidy <= value else value
 
 
 def _floor3(value: float) -> float:

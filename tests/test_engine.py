@@ -85,8 +85,8 @@ def test_absent_fields_never_match_a_field_comparison() -> None:
     without = build_facts(unlabelled, checker.catalogue.products["octagam-10"], policy)
     assert "label_days_min" not in without.values
     for _ in range(50):
-        checker.engine.evaluate(with_fields.encode(checker.engine.keys))
-        fired = checker.engine.evaluate(without.encode(checker.engine.keys))
+        checker.engine.evaluate(with_fields.encode(checker.engine.encoding))
+        fired = checker.engine.evaluate(without.encode(checker.engine.encoding))
         assert not {"days-out-of-range", "dose-above-label", "dose-below-label"} & set(fired)
 
 
