@@ -67,20 +67,21 @@ def test_malformed_yaml_names_the_file(rules_copy: Path) -> None:
         Checker(rules_copy)
 
 
-def test_unverified_label_figure_is_refused(rules_copy: Path) -> None:
-    path = rules_copy / "products" / "octagam-10.yaml"
+def _edit_dm_max_rate(root: Path, key: str, value: str) -> None:
+    path = root / "products" / "octagam-10.yaml"
     data = yaml.safe_load(path.read_text())
-    data["indications"]["dermatomyositis"]["max_rate"]["tag"] = "U"
+    data["indications"]["dermatomyositis"]["max_rate"][key] = value
     path.write_text(yaml.safe_dump(data))
+
+
+def test_unverified_label_figure_is_refused(rules_copy: Path) -> None:
+    _edit_dm_max_rate(rules_copy, "tag", "U")
     with pytest.raises(RuleFileError, match="tagged U"):
         Checker(rules_copy)
 
 
 def test_product_rate_of_the_wrong_shape_is_refused(rules_copy: Path) -> None:
-    path = rules_copy / "products" / "octagam-10.yaml"
-    data = yaml.safe_load(path.read_text())
-    data["indications"]["dermatomyositis"]["max_rate"]["value"] = "0.04 mL/kg"
-    path.write_text(yaml.safe_dump(data))
+    _edit_dm_max_rate(rules_copy, "value", "0.04 mL/kg")
     with pytest.raises(RuleFileError, match=r"octagam-10.yaml.*max_rate.*must be"):
         Checker(rules_copy)
 
