@@ -161,7 +161,7 @@ class Plan(_Model):
     indication: Annotated[str, Field(min_length=1)]
     patient: Patient
     dose: DosePlan
-    steps: Annotated[list[Step], Field(min_length=1)]
+    steps: Annotated[list[Step], Field(min_length=1, max_length=50)]  # one day; more is not a titration
 
     @field_validator("product")
     @classmethod

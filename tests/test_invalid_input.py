@@ -44,6 +44,7 @@ def _errors(data: object) -> list[tuple[str, str]]:
     ("steps.0.duration", "25 h", "steps[0].duration", "at most 24 h"),
     ("steps", [], "steps", "at least 1"),
     ("steps", None, "steps", "valid list"),
+    ("steps", [{"rate": "1 mg/kg/min", "duration": "1 min"}] * 51, "steps", "at most 50"),
     ("dose.per_course", "2 %", "dose.per_course", "must be"),
     ("dose.per_course", "-2 g/kg", "dose", "positive"),
     ("dose.days", 0, "dose.days", "greater than or equal to 1"),
