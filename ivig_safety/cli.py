@@ -100,5 +100,9 @@ def risk_factors() -> None:
 
 from . import catalogue_cli  # noqa: E402,F401  (registers products, rules, schema)
 
+from .batch_cli import batch  # noqa: E402 - batch_cli imports this module, so it is registered after main exists
+
+main.add_command(batch)
+
 if __name__ == "__main__":  # pragma: no cover
     main()
