@@ -133,9 +133,14 @@ def _dispense(facts: Facts) -> DispenseReport:
     )
 
 
-@lru_cache(maxsize=8)
-def get_checker(rules_dir: str | None = None, policy_file: str | None = None) -> Checker:
+def get_checker(rules_dir: str | Path | None = None, policy_file: str | Path | None = None) -> Checker:
     """The shared Checker for a rules folder and policy file (loaded once per process)."""
+    return _cached_checker(str(Path(rules_dir).resolve()) if rules_dir else None,
+                           str(Path(policy_file).resolve()) if policy_file else None)
+
+
+@lru_cache(maxsize=8)
+def _cached_checker(rules_dir: str | None, policy_file: str | None) -> Checker:
     return Checker(rules_dir, policy_file)
 
 
@@ -144,5 +149,7 @@ def check(plan: Any, *, policy: str | Path | None = None, rules_dir: str | Path 
 
     Raises :class:`InvalidPlanError` (with ``.errors``, one per field at fault) when the plan cannot be checked.
     """
-    checker = get_checker(str(rules_dir) if rules_dir else None, str(policy) if policy else None)
-    return checker.check(plan)
+    return get_checker(rules_dir, policy).check(plan)
+
+
+get_checker.cache_clear = _cached_checker.cache_clear  # type: ignore[attr-defined]  # e.g. after fork (batch.py)

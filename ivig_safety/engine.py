@@ -23,7 +23,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import queue
 import threading
 from typing import Any, Iterable
 
@@ -113,22 +112,35 @@ class Engine:
         ]
         self._order = {rule.id: n for n, rule in enumerate(rules)}
         self._max = max_sessions or max(4, 2 * (os.cpu_count() or 1))
-        self._idle: queue.LifoQueue[_Session] = queue.LifoQueue()
-        self._created = 0
         self._lock = threading.Lock()
-        self._idle.put(_Session(self._chunks))  # compile now: a rule durable_rules refuses fails at load
+        self._available = threading.Condition(self._lock)
+        self._idle: list[_Session] = [_Session(self._chunks)]  # compile now: a refused rule fails at load
         self._created = 1
 
     def _checkout(self) -> _Session:
-        try:
-            return self._idle.get_nowait()
-        except queue.Empty:
-            pass
         with self._lock:
-            if self._created < self._max:
-                self._created += 1
-                return _Session(self._chunks)
-        return self._idle.get()
+            while True:
+                if self._idle:
+                    return self._idle.pop()
+                if self._created < self._max:
+                    self._created += 1
+                    break
+                self._available.wait()
+        try:
+            return _Session(self._chunks)
+        except BaseException:
+            self._discard()
+            raise
+
+    def _checkin(self, session: _Session) -> None:
+        with self._lock:
+            self._idle.append(session)
+            self._available.notify()
+
+    def _discard(self) -> None:
+        with self._lock:
+            self._created -= 1
+            self._available.notify()
 
     def evaluate(self, fact: dict[str, Any]) -> list[str]:
         """Ids of every rule the fact satisfies, in rule-file order."""
@@ -136,10 +148,9 @@ class Engine:
         try:
             fired = session.run(fact)
         except BaseException:
-            with self._lock:  # a session that failed mid-way may hold a fact: never reuse it
-                self._created -= 1
+            self._discard()  # a session that failed mid-way may hold a fact: never reuse it
             raise
-        self._idle.put(session)
+        self._checkin(session)
         return sorted(fired, key=self._order.__getitem__)
 
     def evaluate_many(self, facts: Iterable[dict[str, Any]]) -> list[list[str]]:

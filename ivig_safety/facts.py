@@ -39,6 +39,7 @@ class Facts:
 
     plan: Plan
     product: Product
+    label: LabelFacts
     indication: str
     entry: IndicationEntry | None  # None when the product is not labelled for the indication
     weight_kg: float  # the dosing weight: doses and per-kg rates are calculated on it
@@ -131,6 +132,7 @@ class LabelFacts:
     values: dict[str, Any]  # the facts that do not depend on the plan
     vials: list[Vial]
     cite: dict[str, str]
+    findings: dict[str, Any] = field(default_factory=dict)  # rendered static findings (findings.build_finding)
 
 
 _LABELS: dict[tuple[int, str, int], LabelFacts] = {}
@@ -263,7 +265,7 @@ def build_facts(plan: Plan, product: Product, policy: Policy) -> Facts:
             values[flag_key("avoided", statement.risk_factor)] = True
 
     return Facts(
-        plan=plan, product=product, indication=plan.indication, entry=label.entry if label.labelled else None,
+        plan=plan, product=product, label=label, indication=plan.indication, entry=label.entry if label.labelled else None,
         weight_kg=weight, dosing=dosing, dispense=dispense, concentration=concentration, values=values, steps=steps,
         risk_factors=frozenset(risk), derived_risk_factors=frozenset(derived), initial_hold=label.initial_hold,
         titration_interval=label.titration_interval, titration_ladder=label.titration_ladder, cite=label.cite,

@@ -57,6 +57,15 @@ def _step_list(numbers: list[int]) -> str:
 
 
 def build_finding(rule: Rule, facts: Facts, policy: Policy) -> Finding:
+    if rule.static:
+        cached = facts.label.findings.get(rule.id)
+        if cached is None:
+            cached = facts.label.findings[rule.id] = _render(rule, facts, policy)
+        return cached
+    return _render(rule, facts, policy)
+
+
+def _render(rule: Rule, facts: Facts, policy: Policy) -> Finding:
     cap = cap_value(rule.cap, facts) if rule.cap is not None else None
     over = [s.index + 1 for s in facts.steps if cap is not None and exceeds(s.rate, cap)]
     step = 1 if rule.step == "first" else (over[0] if rule.step == "over-cap" and over else None)

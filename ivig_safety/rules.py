@@ -70,6 +70,14 @@ class Rule:
     description: str | None = None
 
     @property
+    def static(self) -> bool:
+        """True when the finding's text depends only on the product, the indication and the policy (no cap, no
+        plan values): it can be rendered once per product and indication and reused."""
+        names = self.message_parts[1::2] + self.citation_parts[1::2]
+        return self.cap is None and self.step is None and all(
+            n in ("product_name", "indication") or n.startswith("cite.") for n in names)
+
+    @property
     def message_parts(self) -> tuple[str, ...]:
         return split_template(self.message)
 

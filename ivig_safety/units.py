@@ -170,10 +170,7 @@ def parse_quantity(value: Any) -> Quantity:
             raise UnitError("unit must be a string")
         magnitude = float(magnitude)
     elif isinstance(value, str):
-        match = _NUMBER.match(value)
-        if not match:
-            raise UnitError(f'{value!r} is not a quantity; write a number and a unit, e.g. "70 kg"')
-        magnitude, unit_text = float(match.group(1)), match.group(2)
+        return _parse_text(value)
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         magnitude, unit_text = float(value), ""
     else:
@@ -182,6 +179,18 @@ def parse_quantity(value: Any) -> Quantity:
     if not math.isfinite(magnitude):
         raise UnitError("value must be a finite number")
     return Quantity(magnitude, parse_unit(unit_text))
+
+
+@lru_cache(maxsize=65536)
+def _parse_text(value: str) -> Quantity:
+    """A "value unit" string, parsed once: order files repeat the same few quantities thousands of times."""
+    match = _NUMBER.match(value)
+    if not match:
+        raise UnitError(f'{value!r} is not a quantity; write a number and a unit, e.g. "70 kg"')
+    magnitude = float(match.group(1))
+    if not math.isfinite(magnitude):
+        raise UnitError("value must be a finite number")
+    return Quantity(magnitude, parse_unit(match.group(2)))
 
 
 def expect(value: Any, *shapes: Shape, what: str) -> Quantity:
