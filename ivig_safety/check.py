@@ -65,6 +65,8 @@ class Checker:
         self.engine = Engine(self.ruleset)
         self._rules = self.ruleset.by_id
         self._context = {"vocabulary": self.vocabulary, "catalogue": self.catalogue}
+        self._ruleset_identity = RuleSetIdentity(**self.ruleset.identity)
+        self._policy_identity = PolicyIdentity(**self.policy.identity)
 
     def parse(self, data: Any) -> Plan:
         """Validate a plan given as a dict (or a Plan); raise InvalidPlanError naming every field at fault."""
@@ -113,8 +115,8 @@ class Checker:
             suggested_steps=suggestion.steps,
             suggested_infusion_min=suggestion.total_min,
             dispense=_dispense(facts),
-            ruleset=RuleSetIdentity(**self.ruleset.identity),
-            policy=PolicyIdentity(**self.policy.identity),
+            ruleset=self._ruleset_identity,
+            policy=self._policy_identity,
         )
         return report, facts, fired
 

@@ -55,6 +55,7 @@ class Facts:
     titration_ladder: list[float]  # mg/kg/min, possibly empty
     cite: dict[str, str] = field(default_factory=dict)
     triples: dict[float, Any] = field(default_factory=dict)  # suggest.rate_triple's memo for this plan
+    shown: dict[tuple[str, str], str] = field(default_factory=dict)  # findings' formatted values for this plan
 
     def ml_per_h(self, rate_mg_kg_min: float) -> float:
         return rate_mg_kg_min * self.weight_kg / self.concentration * 60.0

@@ -93,7 +93,11 @@ def _render(rule: Rule, facts: Facts, policy: Policy) -> Finding:
             return facts.plan.patient.blood_group or "not given"
         if name == "cap":
             return format_rate(facts, cap, unit) if cap is not None else "-"
-        return _format_value(facts, name, unit)
+        key = (name, unit.text)
+        text = facts.shown.get(key)
+        if text is None:  # the same value often appears in several findings of one plan
+            text = facts.shown[key] = _format_value(facts, name, unit)
+        return text
 
     return Finding(
         kind=rule.kind, severity=rule.severity, rule=rule.id,
@@ -104,7 +108,12 @@ def _render(rule: Rule, facts: Facts, policy: Policy) -> Finding:
 
 def _fill(parts: tuple[str, ...], value: Any) -> str:
     """Parts alternate literal text and placeholder names (see rules.split_template)."""
-    return "".join(part if i % 2 == 0 else value(part) for i, part in enumerate(parts))
+    if len(parts) == 1:
+        return parts[0]
+    out = list(parts)
+    for i in range(1, len(parts), 2):
+        out[i] = value(parts[i])
+    return "".join(out)
 
 
 def explain_rule(rule: Rule, facts: Facts) -> list[str]:

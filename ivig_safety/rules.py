@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -69,7 +69,7 @@ class Rule:
     keys: frozenset[str] = field(default_factory=frozenset)
     description: str | None = None
 
-    @property
+    @cached_property
     def static(self) -> bool:
         """True when the finding's text depends only on the product, the indication and the policy (no cap, no
         plan values): it can be rendered once per product and indication and reused."""
@@ -77,11 +77,11 @@ class Rule:
         return self.cap is None and self.step is None and all(
             n in ("product_name", "indication") or n.startswith("cite.") for n in names)
 
-    @property
+    @cached_property
     def message_parts(self) -> tuple[str, ...]:
         return split_template(self.message)
 
-    @property
+    @cached_property
     def citation_parts(self) -> tuple[str, ...]:
         return split_template(self.citation)
 
