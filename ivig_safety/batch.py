@@ -398,22 +398,14 @@ def csv_row_to_plan(row: Mapping[str, str]) -> dict[str, Any]:
     for name in ("product", "indication"):
         if cell(name):
             plan[name] = cell(name)
-    patient: dict[str, Any] = {}
-    if cell("weight"):
-        patient["weight"] = cell("weight")
-    if cell("height"):
-        patient["height"] = cell("height")
+    patient: dict[str, Any] = {name: cell(name) for name in ("weight", "height") if cell(name)}
     if age := cell("age"):
         patient["age"] = float(age) if _NUMBER.match(age) else age
     risks = [r.strip() for r in cell("risk_factors").split(";") if r.strip()]
     if risks:
         patient["risk_factors"] = risks
     plan["patient"] = patient
-    dose: dict[str, Any] = {}
-    if cell("dose_per_course"):
-        dose["per_course"] = cell("dose_per_course")
-    if cell("dose_per_day"):
-        dose["per_day"] = cell("dose_per_day")
+    dose: dict[str, Any] = {name: cell(f"dose_{name}") for name in ("per_course", "per_day") if cell(f"dose_{name}")}
     if days := cell("days"):
         dose["days"] = int(days) if _INTEGER.match(days) else days
     plan["dose"] = dose

@@ -78,18 +78,24 @@ def mixed_jsonl() -> tuple[bytes, dict[int, str]]:
         (b"\xff\xfe\x00garbage", "not UTF-8"),
         (b"null", "mapping"),
     ]
-    lines: list[bytes] = []
+    lines, expected_errors = interleave([], good, bad)
+    for extra, message in bad[len(good):]:
+        lines.append(extra)
+        expected_errors[len(lines)] = message
+    lines[0] = lines[0] + b"\r"  # a CRLF line
+    return b"\n".join(lines), expected_errors  # and no newline after the last line
+
+
+def interleave(lines: list[bytes], good: list[bytes], bad: list[tuple[bytes, str]]
+               ) -> tuple[list[bytes], dict[int, str]]:
+    """Good lines with a bad one after each (while bad ones last); the bad lines' 1-based numbers and messages."""
     expected_errors: dict[int, str] = {}
     for index, line in enumerate(good):
         lines.append(line)
         if index < len(bad):
             lines.append(bad[index][0])
             expected_errors[len(lines)] = bad[index][1]
-    for extra, message in bad[len(good):]:
-        lines.append(extra)
-        expected_errors[len(lines)] = message
-    lines[0] = lines[0] + b"\r"  # a CRLF line
-    return b"\n".join(lines), expected_errors  # and no newline after the last line
+    return lines, expected_errors
 
 
 def test_every_jsonl_line_gives_one_row_in_order(tmp_path: Path) -> None:
@@ -125,13 +131,7 @@ def test_every_csv_line_gives_one_row_in_order(tmp_path: Path) -> None:
         (b"X-4," + b"y" * (MAX_LINE_BYTES + 5), "longer than"),
         (good[0].replace(b"70 kg", b"70 k\xe9g"), "not UTF-8"),
     ]
-    lines = [header]
-    expected_errors: dict[int, str] = {}
-    for index, line in enumerate(good):
-        lines.append(line)
-        if index < len(bad):
-            lines.append(bad[index][0])
-            expected_errors[len(lines)] = bad[index][1]
+    lines, expected_errors = interleave([header], good, bad)
     source = tmp_path / "mixed.csv"
     source.write_bytes(b"\r\n".join(lines) + b"\r\n")
 
