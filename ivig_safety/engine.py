@@ -24,7 +24,7 @@ import itertools
 import json
 import os
 import threading
-from typing import Any, Iterable
+from typing import Any
 
 import durable_rules_engine as _dre
 import orjson
@@ -152,6 +152,3 @@ class Engine:
             raise
         self._checkin(session)
         return sorted(fired, key=self._order.__getitem__)
-
-    def evaluate_many(self, facts: Iterable[dict[str, Any]]) -> list[list[str]]:
-        return [self.evaluate(f) for f in facts]

@@ -15,10 +15,10 @@ from typing import Any
 from .catalogue import IndicationEntry, Product
 from .dosing import Dispense, DosingWeight, Vial, dosing_weight, parse_vials, round_and_dispense
 from .errors import InvalidPlanError
-from .fields import DIFFERENCE, FIELDS, SCALE, Shape, flag_key
+from .fields import DIFFERENCE, FIELDS, SCALE, flag_key
 from .plan import Plan
 from .policy import Policy
-from .units import ParsedUnit, Quantity, Shape as _Shape, rate_to_mg_per_kg_min
+from .units import ParsedUnit, Quantity, Shape, rate_to_mg_per_kg_min
 
 #: A rate beyond this (mg/kg/min) is not a slip to flag but garbage: about 70 litres a minute for 70 kg of 10%.
 ABSURD_RATE_MG_KG_MIN = 1.0e6
@@ -28,7 +28,6 @@ ABSURD_RATE_MG_KG_MIN = 1.0e6
 class StepFacts:
     index: int  # 0-based
     rate: float  # mg/kg/min
-    rate_ml_per_h: float
     duration_min: float | None  # as written; None for an open last step
     unit: ParsedUnit  # the unit the plan wrote this step's rate in
 
@@ -41,7 +40,6 @@ class Facts:
     product: Product
     label: LabelFacts
     indication: str
-    entry: IndicationEntry | None  # None when the product is not labelled for the indication
     weight_kg: float  # the dosing weight: doses and per-kg rates are calculated on it
     dosing: DosingWeight
     dispense: Dispense
@@ -174,7 +172,7 @@ def label_facts(product: Product, indication: str, policy: Policy) -> LabelFacts
         at_risk: float | None = rate_of(at_risk_figure.quantity)
         at_risk_cite = f"{at_risk_figure.citation} [{at_risk_figure.tag}]"
     else:
-        per_kg = fallback.shape in (_Shape.MASS_PER_MASS_TIME, _Shape.VOLUME_PER_MASS_TIME)
+        per_kg = fallback.shape in (Shape.MASS_PER_MASS_TIME, Shape.VOLUME_PER_MASS_TIME)
         at_risk = rate_to_mg_per_kg_min(fallback, product.concentration_mg_per_ml, 1.0) if per_kg else None
         at_risk_cite = ("Boxed warning: minimum infusion rate practicable for patients at risk (L); numeric cap from "
                         "site policy at_risk_rate_when_label_silent: " + policy.provenance["at_risk_rate_when_label_silent"])
@@ -207,7 +205,7 @@ def build_facts(plan: Plan, product: Product, policy: Policy) -> Facts:
         rate = rate_to_mg_per_kg_min(step.rate, concentration, weight)
         if not math.isfinite(rate) or rate > ABSURD_RATE_MG_KG_MIN:
             raise InvalidPlanError.single(f"steps[{index}].rate", f"{step.rate} is not a possible infusion rate")
-        steps.append(StepFacts(index, rate, rate * weight / concentration * 60.0,
+        steps.append(StepFacts(index, rate,
                                step.duration.canonical if step.duration else None, step.rate.unit))
 
     dose = plan.dose
@@ -266,7 +264,7 @@ def build_facts(plan: Plan, product: Product, policy: Policy) -> Facts:
             values[flag_key("avoided", statement.risk_factor)] = True
 
     return Facts(
-        plan=plan, product=product, label=label, indication=plan.indication, entry=label.entry if label.labelled else None,
+        plan=plan, product=product, label=label, indication=plan.indication,
         weight_kg=weight, dosing=dosing, dispense=dispense, concentration=concentration, values=values, steps=steps,
         risk_factors=frozenset(risk), derived_risk_factors=frozenset(derived), initial_hold=label.initial_hold,
         titration_interval=label.titration_interval, titration_ladder=label.titration_ladder, cite=label.cite,
@@ -274,7 +272,7 @@ def build_facts(plan: Plan, product: Product, policy: Policy) -> Facts:
 
 
 def _g_per_kg(quantity: Quantity, weight: float) -> float:
-    if quantity.shape is _Shape.MASS:
+    if quantity.shape is Shape.MASS:
         return quantity.canonical * 1000.0 / weight  # kg of drug -> g per kg of patient
     return quantity.canonical
 
@@ -327,5 +325,3 @@ def _citations(product: Product, entry: IndicationEntry, policy: Policy, at_risk
         cite[f"policy:{key}"] = f"site policy {key}: {text}"
     return cite
 
-
-__all__ = ["Facts", "StepFacts", "build_facts", "FIELDS", "Shape"]
