@@ -564,7 +564,7 @@ def _init_worker(rules_dir: str | None, policy: str | None, parent: int) -> None
     global _WORKER_CHECKER
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(parent)
-    get_checker.cache_clear()  # a Checker inherited through fork is the parent's; build this process's own
+    get_checker.cache_clear()  # type: ignore[attr-defined]  # a Checker inherited through fork is the parent's; build this process's own
     _WORKER_CHECKER = get_checker(rules_dir, policy)
     gc.freeze()  # the rules, catalogue and pint registry live as long as the process: keep them out of GC passes
 

@@ -22,7 +22,8 @@ from rich.progress import (BarColumn, Progress, SpinnerColumn, TaskID, TextColum
 from rich.table import Table
 
 from .batch import WRITERS, BatchInputError, Source, Summary, encoded_batches, open_source
-from .cli import EXIT_BLOCK, EXIT_INTERNAL, EXIT_INVALID, EXIT_OK, EXIT_WARN, fail, load_checker, policy_option
+from .cli import (EXIT_BLOCK, EXIT_INTERNAL, EXIT_INVALID, EXIT_OK, EXIT_WARN, fail, load_checker, main,
+                  policy_option)
 
 EXIT_INTERRUPTED = 130
 #: --fail-on thresholds: a level fails the run on itself and on every level after it.
@@ -96,7 +97,7 @@ class _ProgressReporter:
                              rate=self.rows / elapsed, refresh=force)
 
 
-@click.command()
+@main.command()
 @click.argument("input_path", metavar="INPUT", type=str)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True), default=None,
               help="Where to write the results (default: stdout).")

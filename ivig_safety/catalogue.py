@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import RuleFileError, format_loc
 from .units import RATE_SHAPES, Quantity, Shape, UnitError, expect, rate_to_mg_per_kg_min
@@ -22,7 +22,7 @@ Kebab = Annotated[str, Field(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$")]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
 
 class Cited(_Strict):
@@ -39,7 +39,7 @@ class Cited(_Strict):
         return value
 
 
-def _quantity(shapes: tuple[Shape, ...], what: str):
+def _quantity(shapes: tuple[Shape, ...], what: str) -> Callable[[Any], Quantity]:
     def parse(value: Any) -> Quantity:
         try:
             return expect(value, *shapes, what=what)
@@ -48,32 +48,22 @@ def _quantity(shapes: tuple[Shape, ...], what: str):
     return parse
 
 
-class QuantityFigure(Cited):
-    """A cited figure with units; ``value`` holds the parsed Quantity after validation."""
-
-    value: Any
-
-    @property
-    def quantity(self) -> Quantity:
-        return self.value  # type: ignore[no-any-return]
+_RATE_SHAPES = tuple(sorted(RATE_SHAPES, key=lambda s: s.value))
 
 
-def _figure(shapes: tuple[Shape, ...], what: str) -> type[QuantityFigure]:
-    parse = _quantity(shapes, what)
+class RateFigure(Cited):
+    """A cited rate, in whatever rate unit the label writes it."""
 
-    class Figure(QuantityFigure):
-        @field_validator("value", mode="before")
-        @classmethod
-        def _parse(cls, value: Any) -> Quantity:
-            return parse(value)
-
-    Figure.__name__ = f"Figure[{what}]"
-    return Figure
+    quantity: Annotated[Quantity, BeforeValidator(_quantity(_RATE_SHAPES, "a rate"))] = Field(alias="value")
 
 
-RateFigure = _figure(tuple(sorted(RATE_SHAPES, key=lambda s: s.value)), "a rate")
-TimeFigure = _figure((Shape.TIME,), "a duration")
-ConcentrationFigure = _figure((Shape.MASS_PER_VOLUME,), "a concentration")
+class TimeFigure(Cited):
+    quantity: Annotated[Quantity, BeforeValidator(_quantity((Shape.TIME,), "a duration"))] = Field(alias="value")
+
+
+class ConcentrationFigure(Cited):
+    quantity: Annotated[Quantity, BeforeValidator(_quantity((Shape.MASS_PER_VOLUME,), "a concentration"))] = Field(
+        alias="value")
 
 
 class BoolFigure(Cited):

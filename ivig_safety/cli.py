@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -21,7 +21,7 @@ EXIT_OK, EXIT_WARN, EXIT_INVALID, EXIT_BLOCK, EXIT_INTERNAL = 0, 1, 2, 3, 4
 VERDICT_EXIT = {"ok": EXIT_OK, "warn": EXIT_WARN, "block": EXIT_BLOCK}
 
 
-def fail(message: str, code: int = EXIT_INVALID) -> None:
+def fail(message: str, code: int = EXIT_INVALID) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
 
@@ -98,11 +98,12 @@ def risk_factors() -> None:
         click.echo(f"{name:34} {description}")
 
 
-from . import catalogue_cli  # noqa: E402,F401  (registers products, rules, schema)
-
-from .batch_cli import batch  # noqa: E402 - batch_cli imports this module, so it is registered after main exists
-
-main.add_command(batch)
+# The other commands live in their own modules and register themselves on ``main`` when imported.
+from . import batch_cli, catalogue_cli  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    # Run as `python -m ivig_safety.cli`, this file is __main__, while the command modules registered their commands
+    # on the imported ivig_safety.cli; run that one.
+    from ivig_safety.cli import main as registered_main
+
+    registered_main()

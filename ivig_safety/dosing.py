@@ -126,9 +126,10 @@ def round_and_dispense(dose_g: float, vials: list[Vial], policy: Policy) -> Disp
         totals, _ = _reachable(tuple(vials))
         at = bisect.bisect_left(totals, round(dose_g * 10))
         near = [totals[i] / 10 for i in (at - 1, at) if 0 <= i < len(totals)]
-        candidate = min(near, key=lambda g: (abs(g - dose_g), g), default=None)
-        if candidate is not None and abs(candidate - dose_g) <= tolerance * dose_g:
-            rounded, note = candidate, "nearest whole vial combination"
+        if near:
+            candidate = min(near, key=lambda g: (abs(g - dose_g), g))
+            if abs(candidate - dose_g) <= tolerance * dose_g:
+                rounded, note = candidate, "nearest whole vial combination"
     if note == "none" and method != "none":
         note = f"not rounded: no {method} value within {tolerance:.0%}"
     if not vials:

@@ -85,7 +85,7 @@ EncodingPlan = tuple[tuple[str, str, str | None, str], ...]
 
 def encoding_plan(keys: frozenset[str]) -> EncodingPlan:
     """Work out once, per rule set, how each engine key is computed from the facts."""
-    plan = []
+    plan: list[tuple[str, str, str | None, str]] = []
     for key in sorted(keys):
         if DIFFERENCE in key:
             left, right = key.split(DIFFERENCE)
@@ -210,10 +210,9 @@ def build_facts(plan: Plan, product: Product, policy: Policy) -> Facts:
 
     dose = plan.dose
     days = dose.days
-    if dose.per_course is not None:
-        per_day = _g_per_kg(dose.per_course, weight) / days
-    else:
-        per_day = _g_per_kg(dose.per_day, weight)
+    written = dose.per_course if dose.per_course is not None else dose.per_day
+    assert written is not None  # the model insists on exactly one of the two
+    per_day = _g_per_kg(written, weight) / (days if dose.per_course is not None else 1)
     dispense = round_and_dispense(per_day * weight, label.vials, policy)
     per_day = dispense.rounded_dose_g / weight
     course = per_day * days

@@ -93,10 +93,10 @@ def _render(rule: Rule, facts: Facts, policy: Policy) -> Finding:
             return facts.plan.patient.blood_group or "not given"
         if name == "cap":
             return format_rate(facts, cap, unit) if cap is not None else "-"
-        key = (name, unit.text)
-        text = facts.shown.get(key)
+        shown_key = (name, unit.text)
+        text = facts.shown.get(shown_key)
         if text is None:  # the same value often appears in several findings of one plan
-            text = facts.shown[key] = _format_value(facts, name, unit)
+            text = facts.shown[shown_key] = _format_value(facts, name, unit)
         return text
 
     return Finding(

@@ -8,7 +8,7 @@ factor to rules/vocabulary.yaml makes it valid input without touching Python.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Callable, Literal
 
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationInfo,
                       WithJsonSchema, field_validator, model_validator)
@@ -24,28 +24,37 @@ AGE_YEARS = (0.0, 130.0)
 STEP_MINUTES = (0.0, 24 * 60.0)
 
 
-def _quantity_type(shapes: tuple[Shape, ...], what: str, example: str) -> Any:
+def _parser(shapes: tuple[Shape, ...], what: str) -> Callable[[Any], Quantity]:
     def parse(value: Any) -> Quantity:
         try:
             return expect(value, *shapes, what=what)
         except UnitError as exc:
             raise ValueError(str(exc)) from None
+    return parse
 
-    schema = {
+
+def _schema(what: str, example: str) -> WithJsonSchema:
+    return WithJsonSchema({
         "anyOf": [
             {"type": "string", "description": f'{what} with its unit, e.g. "{example}"'},
             {"type": "object", "properties": {"value": {"type": "number"}, "unit": {"type": "string"}},
              "required": ["value", "unit"], "additionalProperties": False},
         ]
-    }
-    return Annotated[Quantity, BeforeValidator(parse), PlainSerializer(str, return_type=str), WithJsonSchema(schema)]
+    })
 
 
-Mass = _quantity_type((Shape.MASS,), "a mass", "70 kg")
-Length = _quantity_type((Shape.LENGTH,), "a length", "170 cm")
-Duration = _quantity_type((Shape.TIME,), "a duration", "30 min")
-Rate = _quantity_type(tuple(sorted(RATE_SHAPES, key=lambda s: s.value)), "an infusion rate", "0.04 mL/kg/min")
-Dose = _quantity_type((Shape.MASS_PER_MASS, Shape.MASS), "a dose per kg or a mass", "2 g/kg")
+_AS_TEXT = PlainSerializer(str, return_type=str)
+_RATE_SHAPES = tuple(sorted(RATE_SHAPES, key=lambda s: s.value))
+
+Mass = Annotated[Quantity, BeforeValidator(_parser((Shape.MASS,), "a mass")), _AS_TEXT, _schema("a mass", "70 kg")]
+Length = Annotated[Quantity, BeforeValidator(_parser((Shape.LENGTH,), "a length")), _AS_TEXT,
+                   _schema("a length", "170 cm")]
+Duration = Annotated[Quantity, BeforeValidator(_parser((Shape.TIME,), "a duration")), _AS_TEXT,
+                     _schema("a duration", "30 min")]
+Rate = Annotated[Quantity, BeforeValidator(_parser(_RATE_SHAPES, "an infusion rate")), _AS_TEXT,
+                 _schema("an infusion rate", "0.04 mL/kg/min")]
+Dose = Annotated[Quantity, BeforeValidator(_parser((Shape.MASS_PER_MASS, Shape.MASS), "a dose per kg or a mass")),
+                 _AS_TEXT, _schema("a dose per kg or a mass", "2 g/kg")]
 
 
 def _vocabulary(info: ValidationInfo, name: str) -> dict[str, str] | None:

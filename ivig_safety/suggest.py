@@ -45,7 +45,7 @@ def rate_triple(facts: Facts, rate_mg_kg_min: float, policy: Policy) -> RateTrip
         pump = ml_per_h
     pump = round(pump, 6)
     mg = _tidy(min(pump / 60.0 * facts.concentration / facts.weight_kg, rate_mg_kg_min))
-    triple = RateTriple(mg_per_kg_min=mg, ml_per_kg_min=_tidy(mg / facts.concentration), ml_per_h=pump)
+    triple = RateTriple.model_validate({"mg/kg/min": mg, "mL/kg/min": _tidy(mg / facts.concentration), "mL/h": pump})
     facts.triples[rate_mg_kg_min] = triple
     return triple
 

@@ -21,7 +21,7 @@ from typing import Any
 import pint
 
 #: The single registry of the package. Created eagerly at import, because contexts and definitions are registry-wide.
-ureg = pint.UnitRegistry(autoconvert_offset_to_baseunit=False)
+ureg: pint.UnitRegistry = pint.UnitRegistry(autoconvert_offset_to_baseunit=False)
 
 _NUMBER = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*(.*?)\s*$")
 
@@ -139,7 +139,7 @@ def parse_unit(text: str) -> ParsedUnit:
         raise UnitError(f"unknown unit {cleaned!r}") from exc
     except Exception as exc:  # pint's tokenizer raises assorted errors on garbage; all mean "not a unit"
         raise UnitError(f"unknown unit {cleaned!r}") from exc
-    units = dict(unit._units)
+    units: dict[str, float] = {name: float(exponent) for name, exponent in unit._units.items()}  # type: ignore[arg-type]
     if not units:
         return ParsedUnit(cleaned, Shape.DIMENSIONLESS, 1.0)
     numerator = _part_dimensionality(units, +1)

@@ -1,0 +1,5 @@
+"""`python -m ivig_safety` runs the command line."""
+
+from .cli import main
+
+main()
