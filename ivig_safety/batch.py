@@ -13,8 +13,8 @@ Why this module is built the way it is:
 * **One physical line is one row**, in CSV too: a quoted field may not span lines. Otherwise one unbalanced quote
   would swallow the rest of the file into a single record and every following order would go unchecked.
 * **Processes, not threads, for ``workers > 1``.** The checker is thread-safe, but threads share one GIL and the
-  work is CPU-bound Python; each worker process builds its own :class:`Checker` in an initializer. The parent only reads lines and
-  writes results, so the heavy work (decoding, validation, rules, messages) scales with the workers.
+  work is CPU-bound Python; each worker process builds its own :class:`Checker` in an initializer. The parent only
+  reads lines and writes results, so the heavy work (decoding, validation, rules, messages) scales with the workers.
   ``concurrent.futures`` is used rather than ``multiprocessing.Pool.imap`` because a worker that dies (a crash in
   the C core) makes ``imap`` wait forever, while the executor reports it; the rows it took become ``error`` rows.
 * **Duplicate keys are an error** in JSON Lines, as in YAML plans (yamlio.py): a row with two ``rate`` keys would
@@ -468,7 +468,7 @@ def _decode(row: InputRow) -> tuple[Any, Any]:
             raise _RowError(f"malformed CSV: {exc}", plan_id=_csv_id(text, header)) from None
         if len(cells) != len(header):
             raise _RowError(f"{len(cells)} cells, the header has {len(header)}", plan_id=_csv_id(text, header))
-        values = dict(zip(header, cells))
+        values = dict(zip(header, cells, strict=True))
         return csv_row_to_plan(values), values.get("id", "").strip() or None
     if kind == "file":
         try:

@@ -298,4 +298,5 @@ def _check_rates(path: Path, product: Product, indication: str, entry: Indicatio
     if at_risk is not None and not 0 < at_risk:
         raise RuleFileError(str(path), indication, "at_risk_rate must be positive")
     if ladder and (ladder != sorted(ladder) or ladder[-1] > maximum or ladder[0] <= 0):
-        raise RuleFileError(str(path), indication, "titration ladder must climb, stay positive and end at or below max_rate")
+        raise RuleFileError(str(path), indication,
+                            "titration ladder must climb, stay positive and end at or below max_rate")

@@ -141,6 +141,6 @@ def round_and_dispense(dose_g: float, vials: list[Vial], policy: Policy) -> Disp
         count = math.ceil(rounded / largest.grams - 1e-9)
         return Dispense(dose_g, rounded, note, [(largest, count)], round(count * largest.grams - rounded, 3))
     counts = best[totals[at]]
-    chosen = [(vial, count) for vial, count in zip(vials, counts) if count]
+    chosen = [(vial, count) for vial, count in zip(vials, counts, strict=True) if count]
     return Dispense(dose_g, rounded, note, sorted(chosen, key=lambda p: -p[0].grams),
                     round(totals[at] / 10 - rounded, 3))

@@ -175,7 +175,8 @@ def label_facts(product: Product, indication: str, policy: Policy) -> LabelFacts
         per_kg = fallback.shape in (Shape.MASS_PER_MASS_TIME, Shape.VOLUME_PER_MASS_TIME)
         at_risk = rate_to_mg_per_kg_min(fallback, product.concentration_mg_per_ml, 1.0) if per_kg else None
         at_risk_cite = ("Boxed warning: minimum infusion rate practicable for patients at risk (L); numeric cap from "
-                        "site policy at_risk_rate_when_label_silent: " + policy.provenance["at_risk_rate_when_label_silent"])
+                        "site policy at_risk_rate_when_label_silent: "
+                        + policy.provenance["at_risk_rate_when_label_silent"])
     label = LabelFacts(
         product=product, policy=policy, entry=entry, labelled=labelled, at_risk_rate=at_risk,
         initial_hold=(entry.initial_hold.quantity.canonical if entry.initial_hold
@@ -307,7 +308,8 @@ def _citations(product: Product, entry: IndicationEntry, policy: Policy, at_risk
         "site policy initial_hold_when_label_silent: " + policy.provenance["initial_hold_when_label_silent"],
         "at_risk_rate": at_risk,
         "titration": cited(entry.titration) if entry.titration else
-        "site policy titration_interval_when_label_silent: " + policy.provenance["titration_interval_when_label_silent"],
+        "site policy titration_interval_when_label_silent: "
+        + policy.provenance["titration_interval_when_label_silent"],
         "concentration": cited(product.concentration),
     }
     if entry.dose is not None:

@@ -99,7 +99,8 @@ def _read(path: Path, *, require_all: bool) -> tuple[str, dict[str, Any], dict[s
             raise RuleFileError(str(path), key, str(exc)) from None
         provenance[key] = " ".join(str(entry["provenance"]).split())
     if require_all and (missing := set(SCHEMA) - set(values)):
-        raise RuleFileError(str(path), None, f"the default policy must set every key; missing: {', '.join(sorted(missing))}")
+        raise RuleFileError(str(path), None,
+                            f"the default policy must set every key; missing: {', '.join(sorted(missing))}")
     return str(data.get("name") or path.stem), values, provenance
 
 

@@ -46,7 +46,7 @@ _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 _CITE_FIXED = {"max_rate", "initial_rate", "initial_hold", "at_risk_rate", "dose", "titration", "concentration",
                "sucrose"}
 _CITE_KEYED = ("excipient:", "contraindication:", "avoid:", "policy:")
-_EXTRA_PLACEHOLDERS = {"blood_group", "step", "step_rate", "over_cap_steps", "risk_factors", "product_name", "cap", "contraindicated", "avoided", "excipients"}
+_EXTRA_PLACEHOLDERS = {"blood_group", "step", "step_rate", "over_cap_steps", "risk_factors", "product_name", "cap"}
 
 Cap = str | Quantity  # a field name (a rate field of the facts) or a fixed quantity
 
@@ -159,7 +159,8 @@ class _Compiler:
         spec = _field(name)
         if operand in FIELDS:
             other = FIELDS[operand]
-            if (spec.kind, spec.variants and frozenset(spec.variants)) != (other.kind, other.variants and frozenset(other.variants)):
+            if (spec.kind, spec.variants and frozenset(spec.variants)) != \
+                    (other.kind, other.variants and frozenset(other.variants)):
                 raise ValueError(f"cannot compare {name} ({_describe(spec)}) with {operand} ({_describe(other)})")
             if op in ("==", "!=") and spec.kind == "quantity":
                 raise ValueError("compare quantities with < <= > >=, not == or !=")
