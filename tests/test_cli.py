@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ivig_safety import check
 from ivig_safety.cli import main
@@ -120,3 +122,12 @@ def test_installed_console_script_runs() -> None:
     done = subprocess.run([*command, "check", str(EXAMPLE), "--format", "json"], capture_output=True, text=True)
     assert done.returncode == 1
     assert json.loads(done.stdout)["verdict"] == "warn"
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=200) | st.binary(max_size=200))
+def test_random_files_exit_2_with_a_message_and_no_verdict(text: str | bytes) -> None:
+    result = run("check", "-", "--format", "json", input=text)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error:") and "Traceback" not in result.stderr
+    assert result.stdout == ""
