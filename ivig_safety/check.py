@@ -70,9 +70,7 @@ class Checker:
 
     def parse(self, data: Any) -> Plan:
         """Validate a plan given as a dict (or a Plan); raise InvalidPlanError naming every field at fault."""
-        if isinstance(data, Plan):
-            data = data.model_dump()
-        if not isinstance(data, Mapping):
+        if not isinstance(data, (Mapping, Plan)):
             raise InvalidPlanError.single("", f"a plan is a mapping of fields, not {type(data).__name__}")
         try:
             return Plan.model_validate(data, context=self._context)
@@ -89,7 +87,7 @@ class Checker:
         return report, {rule.id: explain_rule(rule, facts) for rule in fired}
 
     def _run(self, plan: Any) -> tuple[Report, Facts, list[Rule]]:
-        parsed = plan if isinstance(plan, Plan) and self._is_canonical(plan) else self.parse(plan)
+        parsed = self.parse(plan)  # a Plan instance too: it may have been built or copied without validation
         facts = build_facts(parsed, self.catalogue.products[parsed.product], self.policy)
         fired = [self._rules[rule_id] for rule_id in self.engine.evaluate(facts.encode(self.engine.encoding))]
         findings = sorted((build_finding(rule, facts, self.policy) for rule in fired),
@@ -119,12 +117,6 @@ class Checker:
             policy=self._policy_identity,
         )
         return report, facts, fired
-
-    def _is_canonical(self, plan: Plan) -> bool:
-        """A Plan built by :meth:`parse` (ids resolved, vocabulary checked) needs no second validation."""
-        return (plan.product in self.catalogue.products and plan.indication in self.vocabulary.indications
-                and all(r in self.vocabulary.risk_factors for r in plan.patient.risk_factors))
-
 
 def _dispense(facts: Facts) -> DispenseReport:
     d = facts.dispense

@@ -64,7 +64,10 @@ def _vocabulary(info: ValidationInfo, name: str) -> dict[str, str] | None:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True)
+    # revalidate_instances: a Plan built with model_construct or model_copy(update=...) skipped validation; checking
+    # it again on the way in is what keeps such a plan from getting a verdict.
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True,
+                              revalidate_instances="always")
 
 
 class Patient(_Model):

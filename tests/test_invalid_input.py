@@ -96,3 +96,18 @@ def test_every_error_at_once() -> None:
     data = plan(**{"patient.weight": "-1 kg", "steps.1.rate": "2 mg/kg", "product": "nope"})
     locs = {loc for loc, _ in _errors(data)}
     assert {"patient.weight", "steps[1].rate", "product"} <= locs
+
+
+def test_a_plan_object_that_skipped_validation_is_checked_again(checker) -> None:
+    """model_copy(update=...) and model_construct skip pydantic's validation; check() must not trust them."""
+    parsed = checker.parse(plan())
+    weight = parsed.patient.weight
+    heavier = parsed.model_copy(update={"patient": parsed.patient.model_copy(
+        update={"weight": type(weight)(-5.0, weight.unit)})})
+    with pytest.raises(InvalidPlanError) as info:
+        check(heavier)
+    assert info.value.errors[0].loc == "patient.weight"
+    constructed = type(parsed).model_construct(**{**parsed.__dict__, "product": "no-such-product"})
+    with pytest.raises(InvalidPlanError, match="unknown product"):
+        check(constructed)
+    assert check(parsed).verdict == "ok"  # a validated plan object is accepted as it is
