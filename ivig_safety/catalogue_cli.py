@@ -22,11 +22,15 @@ from .errors import RuleFileError
 from .fields import FIELDS
 from .plan import Plan
 from .render import console
-from .units import format_number
+from .catalogue import Product
+from .units import Quantity, Shape, format_number
 from .yamlio import YamlError, parse_yaml
 
 
-def _rate(product, quantity) -> str:
+def _rate(product: Product, quantity: Quantity) -> str:
+    """A label rate as written, with mg/kg/min beside it when the label writes another unit."""
+    if quantity.shape is Shape.MASS_PER_MASS_TIME:
+        return str(quantity)
     return f"{quantity} ({format_number(product.rate_mg_kg_min(quantity))} mg/kg/min)"
 
 
