@@ -557,15 +557,19 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _init_worker(rules_dir: str | None, policy: str | None, parent: int) -> None:
-    """Each worker process builds its own Checker: the engine's durable_rules handles belong to one process.
+    """Each worker process gets its own rule engine: durable_rules handles and the engine's locks belong to one
+    process, and the parent may have been using them when it forked.
 
-    Ctrl-C is left to the parent, which shuts the pool down and still prints what it finished.
+    The loaded rules, catalogue and policy are inherited through fork when the parent had loaded them (the CLI
+    does), which saves each worker the half second of loading them again. Ctrl-C is left to the parent, which shuts
+    the pool down and still prints what it finished.
     """
     global _WORKER_CHECKER
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(parent)
-    get_checker.cache_clear()  # type: ignore[attr-defined]  # a Checker inherited through fork is the parent's; build this process's own
-    _WORKER_CHECKER = get_checker(rules_dir, policy)
+    checker = get_checker(rules_dir, policy)
+    checker.renew_engine()
+    _WORKER_CHECKER = checker
     gc.freeze()  # the rules, catalogue and pint registry live as long as the process: keep them out of GC passes
 
 

@@ -68,6 +68,11 @@ class Checker:
         self._ruleset_identity = RuleSetIdentity(**self.ruleset.identity)
         self._policy_identity = PolicyIdentity(**self.policy.identity)
 
+    def renew_engine(self) -> None:
+        """Give this Checker a new engine (fresh durable_rules handles and locks): for a process forked from one
+        that may have been evaluating. The loaded rule set, catalogue and policy are kept."""
+        self.engine = Engine(self.ruleset)
+
     def parse(self, data: Any) -> Plan:
         """Validate a plan given as a dict (or a Plan); raise InvalidPlanError naming every field at fault."""
         if not isinstance(data, (Mapping, Plan)):
