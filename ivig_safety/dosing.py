@@ -36,7 +36,7 @@ def dosing_weight(actual: float, height_cm: float | None, sex: str | None, age: 
                   pregnant: bool | None, policy: Policy) -> DosingWeight:
     """The weight the dose and the per-kg rates are calculated on, by the policy's method."""
     if policy["dosing_weight"] == "actual":
-        return DosingWeight(actual, "actual body weight (policy)")
+        return DosingWeight(actual, "actual body weight, by site policy")
     if height_cm is None or sex is None:
         return DosingWeight(actual, "actual body weight: adjusted weight needs height and sex")
     if age is None or age < policy["adjusted_weight_min_age"]:
