@@ -29,7 +29,7 @@ from typing import Any
 import durable_rules_engine as _dre
 import orjson
 
-from .errors import EngineError
+from .errors import EngineError, RuleFileError
 from .facts import encoding_plan
 from .rules import RuleSet
 
@@ -52,9 +52,14 @@ class _Session:
 
     def __init__(self, chunks: list[dict[str, Any]]):
         with _CREATE_LOCK:
-            self.handles = [
-                _dre.create_ruleset(f"ivig_{next(_RULESET_NAMES)}", json.dumps(chunk)) for chunk in chunks
-            ]
+            try:
+                self.handles = [
+                    _dre.create_ruleset(f"ivig_{next(_RULESET_NAMES)}", json.dumps(chunk)) for chunk in chunks
+                ]
+            except Exception as exc:  # durable_rules_engine.error: a condition its compiler refuses
+                rules = ", ".join(rule for chunk in chunks for rule in chunk)
+                raise RuleFileError("rules/safety", None, f"durable_rules refused the rule set ({exc}); "
+                                                          f"rules: {rules}") from exc
         self.counter = itertools.count(1)
 
     def run(self, fact: dict[str, Any]) -> set[str]:

@@ -102,3 +102,15 @@ def test_rules_are_split_across_rulesets_so_none_exceeds_durable_limits() -> Non
     engine = get_checker().engine
     assert all(len(chunk) <= engine_module.RULES_PER_RULESET for chunk in engine._chunks)
     assert sum(len(chunk) for chunk in engine._chunks) == len(get_checker().ruleset.rules)
+
+
+def test_a_rule_set_durable_rules_refuses_is_a_rule_file_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ivig_safety import RuleFileError
+    from ivig_safety.engine import Engine
+
+    def refuse(name: str, definition: str) -> int:
+        raise engine_module._dre.error("Could not create ruleset, error code: 204")
+
+    monkeypatch.setattr(engine_module._dre, "create_ruleset", refuse)
+    with pytest.raises(RuleFileError, match="durable_rules refused the rule set"):
+        Engine(get_checker().ruleset)
