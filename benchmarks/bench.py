@@ -187,7 +187,7 @@ def main() -> None:
         except InvalidPlanError:
             continue
     # what Checker passes to Facts.encode (the precomputed encoding plan where the core has one)
-    keys = getattr(checker.engine, "encoding", checker.engine.keys)
+    keys = checker.engine.encoding
     encoded = [f.encode(keys) for f in facts]
 
     def best(fn: Any) -> float:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import RuleFileError, format_loc
-from .units import RATE_SHAPES, Quantity, Shape, UnitError, expect, rate_to_mg_per_kg_min
+from .units import RATE_SHAPES, Quantity, Shape, UnitError, expecting, rate_to_mg_per_kg_min
 from .yamlio import load_yaml
 
 Tag = Literal["L", "M"]
@@ -39,30 +39,21 @@ class Cited(_Strict):
         return value
 
 
-def _quantity(shapes: tuple[Shape, ...], what: str) -> Callable[[Any], Quantity]:
-    def parse(value: Any) -> Quantity:
-        try:
-            return expect(value, *shapes, what=what)
-        except UnitError as exc:
-            raise ValueError(str(exc)) from exc
-    return parse
-
-
 _RATE_SHAPES = tuple(sorted(RATE_SHAPES, key=lambda s: s.value))
 
 
 class RateFigure(Cited):
     """A cited rate, in whatever rate unit the label writes it."""
 
-    quantity: Annotated[Quantity, BeforeValidator(_quantity(_RATE_SHAPES, "a rate"))] = Field(alias="value")
+    quantity: Annotated[Quantity, BeforeValidator(expecting(*_RATE_SHAPES, what="a rate"))] = Field(alias="value")
 
 
 class TimeFigure(Cited):
-    quantity: Annotated[Quantity, BeforeValidator(_quantity((Shape.TIME,), "a duration"))] = Field(alias="value")
+    quantity: Annotated[Quantity, BeforeValidator(expecting(Shape.TIME, what="a duration"))] = Field(alias="value")
 
 
 class ConcentrationFigure(Cited):
-    quantity: Annotated[Quantity, BeforeValidator(_quantity((Shape.MASS_PER_VOLUME,), "a concentration"))] = Field(
+    quantity: Annotated[Quantity, BeforeValidator(expecting(Shape.MASS_PER_VOLUME, what="a concentration"))] = Field(
         alias="value")
 
 
@@ -115,7 +106,7 @@ class DoseRegimen(Cited):
     @field_validator("per_course", "per_day", mode="before")
     @classmethod
     def _dose(cls, value: Any) -> Quantity | None:
-        return None if value is None else _quantity((Shape.MASS_PER_MASS,), "a dose per kg")(value)
+        return None if value is None else expecting(Shape.MASS_PER_MASS, what="a dose per kg")(value)
 
     @model_validator(mode="after")
     def _one_dose(self) -> "DoseRegimen":
@@ -145,14 +136,14 @@ class Titration(Cited):
     @field_validator("interval", mode="before")
     @classmethod
     def _interval(cls, value: Any) -> Quantity:
-        return _quantity((Shape.TIME,), "a titration interval")(value)
+        return expecting(Shape.TIME, what="a titration interval")(value)
 
     @field_validator("ladder", mode="before")
     @classmethod
     def _ladder(cls, value: Any) -> list[Quantity] | None:
         if value is None:
             return None
-        parse = _quantity(tuple(RATE_SHAPES), "a titration rate")
+        parse = expecting(*_RATE_SHAPES, what="a titration rate")
         return [parse(v) for v in value]
 
 
@@ -216,9 +207,8 @@ class Product(_Strict):
 class Catalogue:
     """All products, looked up by id or by any display name or alias (case and spacing ignored)."""
 
-    def __init__(self, products: dict[str, Product], vocabulary: "Vocabulary"):
+    def __init__(self, products: dict[str, Product]):
         self.products = products
-        self.vocabulary = vocabulary
         self._names: dict[str, str] = {}
         for product in products.values():
             for name in (product.id, product.name, *product.aliases):
@@ -281,7 +271,7 @@ def load_catalogue(folder: Path, vocabulary: Vocabulary) -> Catalogue:
             if statement.risk_factor not in vocabulary.risk_factors:
                 raise RuleFileError(str(path), statement.risk_factor, "unknown risk factor (see vocabulary.yaml)")
         products[product.id] = product
-    return Catalogue(products, vocabulary)
+    return Catalogue(products)
 
 
 def _check_rates(path: Path, product: Product, indication: str, entry: IndicationEntry) -> None:

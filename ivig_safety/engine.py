@@ -108,7 +108,6 @@ class Engine:
 
     def __init__(self, ruleset: RuleSet, max_sessions: int | None = None):
         self.ruleset = ruleset
-        self.keys = ruleset.keys
         self.encoding = encoding_plan(ruleset.keys)
         rules = list(ruleset.rules)
         self._chunks = [

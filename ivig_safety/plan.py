@@ -8,12 +8,12 @@ factor to rules/vocabulary.yaml makes it valid input without touching Python.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Callable, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationInfo,
                       WithJsonSchema, field_validator, model_validator)
 
-from .units import RATE_SHAPES, Quantity, Shape, UnitError, expect
+from .units import RATE_SHAPES, Quantity, Shape, UnitError, expect, expecting
 
 #: Physical plausibility limits. They reject impossible input; they are not clinical thresholds.
 #: The heaviest person recorded weighed about 635 kg; the smallest surviving newborns about 0.25 kg.
@@ -22,15 +22,6 @@ HEIGHT_CM = (20.0, 280.0)
 AGE_YEARS = (0.0, 130.0)
 #: One infusion day's step cannot last longer than the day.
 STEP_MINUTES = (0.0, 24 * 60.0)
-
-
-def _parser(shapes: tuple[Shape, ...], what: str) -> Callable[[Any], Quantity]:
-    def parse(value: Any) -> Quantity:
-        try:
-            return expect(value, *shapes, what=what)
-        except UnitError as exc:
-            raise ValueError(str(exc)) from None
-    return parse
 
 
 def _schema(what: str, example: str) -> WithJsonSchema:
@@ -46,14 +37,15 @@ def _schema(what: str, example: str) -> WithJsonSchema:
 _AS_TEXT = PlainSerializer(str, return_type=str)
 _RATE_SHAPES = tuple(sorted(RATE_SHAPES, key=lambda s: s.value))
 
-Mass = Annotated[Quantity, BeforeValidator(_parser((Shape.MASS,), "a mass")), _AS_TEXT, _schema("a mass", "70 kg")]
-Length = Annotated[Quantity, BeforeValidator(_parser((Shape.LENGTH,), "a length")), _AS_TEXT,
+Mass = Annotated[Quantity, BeforeValidator(expecting(Shape.MASS, what="a mass")), _AS_TEXT, _schema("a mass", "70 kg")]
+Length = Annotated[Quantity, BeforeValidator(expecting(Shape.LENGTH, what="a length")), _AS_TEXT,
                    _schema("a length", "170 cm")]
-Duration = Annotated[Quantity, BeforeValidator(_parser((Shape.TIME,), "a duration")), _AS_TEXT,
+Duration = Annotated[Quantity, BeforeValidator(expecting(Shape.TIME, what="a duration")), _AS_TEXT,
                      _schema("a duration", "30 min")]
-Rate = Annotated[Quantity, BeforeValidator(_parser(_RATE_SHAPES, "an infusion rate")), _AS_TEXT,
+Rate = Annotated[Quantity, BeforeValidator(expecting(*_RATE_SHAPES, what="an infusion rate")), _AS_TEXT,
                  _schema("an infusion rate", "0.04 mL/kg/min")]
-Dose = Annotated[Quantity, BeforeValidator(_parser((Shape.MASS_PER_MASS, Shape.MASS), "a dose per kg or a mass")),
+Dose = Annotated[Quantity,
+                 BeforeValidator(expecting(Shape.MASS_PER_MASS, Shape.MASS, what="a dose per kg or a mass")),
                  _AS_TEXT, _schema("a dose per kg or a mass", "2 g/kg")]
 
 

@@ -95,7 +95,6 @@ class RuleSet:
     rules: tuple[Rule, ...]
     version: str
     sha256: str
-    files: tuple[str, ...]
 
     @property
     def by_id(self) -> dict[str, Rule]:
@@ -336,5 +335,4 @@ def load_rules(root: Path, policy: Policy, vocabulary: Any, excipients: set[str]
     all_files = sorted({*files, *identity_files, root / "ruleset.yaml"})
     for path in all_files:
         digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return RuleSet(tuple(rules), str(version_data["version"]), digest.hexdigest(),
-                   tuple(p.relative_to(root).as_posix() for p in all_files))
+    return RuleSet(tuple(rules), str(version_data["version"]), digest.hexdigest())

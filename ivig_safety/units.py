@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
-from typing import Any
+from typing import Any, Callable
 
 import pint
 
@@ -210,6 +210,14 @@ def expect(value: Any, *shapes: Shape, what: str) -> Quantity:
         unit = quantity.unit.text or "no unit"
         raise UnitError(f"{what} must be {wanted}; {unit!r} is {quantity.shape.value}")
     return quantity
+
+
+def expecting(*shapes: Shape, what: str) -> Callable[[Any], Quantity]:
+    """A field validator: :func:`expect` with the shapes bound. UnitError is a ValueError, which pydantic reports
+    as a validation error naming the field, so plan, product and policy models all validate quantities this way."""
+    def validate(value: Any) -> Quantity:
+        return expect(value, *shapes, what=what)
+    return validate
 
 
 _EXAMPLES = {
