@@ -26,7 +26,7 @@ import os
 import threading
 from typing import Any
 
-import durable_rules_engine as _dre
+from . import _durable_rules_engine as _dre
 import orjson
 
 from .errors import EngineError, RuleFileError
