@@ -183,7 +183,7 @@ def main() -> None:
     facts = []
     for plan in parsed:
         try:
-            facts.append(build_facts(plan, checker.catalogue.products[plan.product], checker.policy))
+            facts.append(build_facts(plan, checker.catalogue.products[plan.product], checker.policy, checker.knowledge))
         except InvalidPlanError:
             continue
     # what Checker passes to Facts.encode (the precomputed encoding plan where the core has one)

@@ -3,6 +3,12 @@
 Why a model per file: a pharmacist edits these files by hand. Loading them through pydantic turns a typo, a missing
 citation, a figure tagged U or a rate in the wrong shape into an error that names the file and the field, at start-up,
 before any plan is judged. Rates are stored as the label writes them and converted here, once, to mg/kg/min.
+
+Why every safety section is required: a product file that forgets its contraindications or its regimen must not
+read as "this product has none". Each section (sucrose, excipients, contraindications, and per indication the
+labelled population and regimens) is either listed or stated as ``none`` with a citation; a missing section is a load
+error. What holds for every IVIG product (the class contraindications and warnings) lives in rules/class.yaml and
+applies whatever a product file says.
 """
 
 from __future__ import annotations
@@ -17,8 +23,11 @@ from .errors import RuleFileError, format_loc
 from .units import RATE_SHAPES, Quantity, Shape, UnitError, expecting, rate_to_mg_per_kg_min
 from .yamlio import load_yaml
 
-Tag = Literal["L", "M"]
+#: L: label text (the US prescribing information, also where a manufacturer page or monograph reproduces it);
+#: M: the manufacturer's own material, not label text; G: a national or provincial guideline (off-label regimens).
+Tag = Literal["L", "M", "G"]
 Kebab = Annotated[str, Field(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$")]
+Text = Annotated[str, Field(min_length=3)]
 
 
 class _Strict(BaseModel):
@@ -26,7 +35,7 @@ class _Strict(BaseModel):
 
 
 class Cited(_Strict):
-    """Anything taken from a label carries where it was read and how sure we are (package-inserts.md tags)."""
+    """Anything taken from a label carries where it was read (the section or table) and how sure we are."""
 
     citation: Annotated[str, Field(min_length=10)]
     tag: Tag
@@ -39,17 +48,36 @@ class Cited(_Strict):
         return value
 
 
+class NotOnFile(_Strict):
+    """A section whose label text could not be read: said so explicitly, with what was looked for. The class facts
+    still apply, and rules treat the section as unknown (never as "none"): e.g. a patient with hereditary fructose
+    intolerance on a product whose excipients are not on file gets a warning to confirm there is no sorbitol."""
+
+    not_on_file: Annotated[str, Field(min_length=10)]
+
+
+class NoneStated(Cited):
+    """A section the label states is empty ("does not contain sucrose", "no other contraindications"): an explicit,
+    cited ``none``, never an absent key."""
+
+    none: Literal[True]
+
+
 _RATE_SHAPES = tuple(sorted(RATE_SHAPES, key=lambda s: s.value))
+_Rate = Annotated[Quantity, BeforeValidator(expecting(*_RATE_SHAPES, what="a rate"))]
+_Time = Annotated[Quantity, BeforeValidator(expecting(Shape.TIME, what="a duration"))]
+_DosePerKg = Annotated[Quantity, BeforeValidator(expecting(Shape.MASS_PER_MASS, what="a dose per kg"))]
 
 
 class RateFigure(Cited):
-    """A cited rate, in whatever rate unit the label writes it."""
+    """A cited rate, in whatever rate unit the label writes it. ``below: true`` records a label's "less than"."""
 
-    quantity: Annotated[Quantity, BeforeValidator(expecting(*_RATE_SHAPES, what="a rate"))] = Field(alias="value")
+    quantity: _Rate = Field(alias="value")
+    below: bool = False
 
 
 class TimeFigure(Cited):
-    quantity: Annotated[Quantity, BeforeValidator(expecting(Shape.TIME, what="a duration"))] = Field(alias="value")
+    quantity: _Time = Field(alias="value")
 
 
 class ConcentrationFigure(Cited):
@@ -73,6 +101,13 @@ class RiskStatement(Cited):
     risk_factor: Kebab
 
 
+class ReasonStatement(Cited):
+    """A patient group for whom the label asks for the minimum practicable rate beyond the class's renal and
+    thrombosis risk (Gammaplex: volume overload)."""
+
+    reason: Literal["volume-overload"]
+
+
 class Vials(Cited):
     value: list[str]
 
@@ -83,6 +118,23 @@ class Vials(Cited):
             if not re.fullmatch(r"\d+(\.\d+)? g/\d+(\.\d+)? mL", size):
                 raise ValueError(f'vial size {size!r} must read like "5 g/50 mL"')
         return value
+
+
+class LabelIdentity(_Strict):
+    """Which label the figures come from, so a pharmacist can open the same document."""
+
+    title: Annotated[str, Field(min_length=10)]
+    revised: Annotated[str, Field(pattern=r"^\d{4}-\d{2}(-\d{2})?$", description="the label version's date")]
+    revision_note: Annotated[str, Field(min_length=10, description="what the date is: the PI's 'Revised' line, "
+                                                                   "or the DailyMed version date where that line "
+                                                                   "was not read")]
+    setid: Annotated[str, Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")] | None
+    source: Annotated[str, Field(min_length=8, description="where the copy that was read is stored")]
+
+    @field_validator("revised", mode="before")
+    @classmethod
+    def _date(cls, value: Any) -> Any:
+        return value.isoformat() if hasattr(value, "isoformat") else value  # YAML reads 2024-01-26 as a date
 
 
 class DaysRange(_Strict):
@@ -96,17 +148,40 @@ class DaysRange(_Strict):
         return self
 
 
-class DoseRegimen(Cited):
-    """The label's regimen: a course dose (spread over the days) or a daily dose (given on each day)."""
+class DoseRange(_Strict):
+    """A dose per kg, or a range of them ("300 to 600 mg/kg")."""
 
-    per_course: Any = None
-    per_day: Any = None
-    days: DaysRange
+    min: _DosePerKg
+    max: _DosePerKg
 
-    @field_validator("per_course", "per_day", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _dose(cls, value: Any) -> Quantity | None:
-        return None if value is None else expecting(Shape.MASS_PER_MASS, what="a dose per kg")(value)
+    def _single(cls, value: Any) -> Any:
+        if isinstance(value, (str, Quantity)) or (isinstance(value, dict) and set(value) == {"value", "unit"}):
+            return {"min": value, "max": value}
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "DoseRange":
+        if not 0 < self.min.canonical <= self.max.canonical:
+            raise ValueError("a dose range must be positive with min not above max")
+        return self
+
+
+class IntervalRange(_Strict):
+    min: _Time
+    max: _Time | None = None
+
+
+class DoseRegimen(Cited):
+    """One regimen of the label (or of a guideline): a course dose spread over the days, or a dose given on each day,
+    optionally repeated every ``interval``. An indication may have several (loading and maintenance)."""
+
+    name: str | None = None
+    per_course: DoseRange | None = None
+    per_day: DoseRange | None = None
+    days: DaysRange
+    interval: IntervalRange | None = None
 
     @model_validator(mode="after")
     def _one_dose(self) -> "DoseRegimen":
@@ -115,44 +190,60 @@ class DoseRegimen(Cited):
         return self
 
     @property
-    def course_g_per_kg(self) -> float:
-        """The label's whole-course dose in g/kg (a daily dose times the fewest days)."""
+    def course_range(self) -> tuple[float, float]:
+        """The whole course in g/kg, lowest and highest."""
         if self.per_course is not None:
-            return self.per_course.canonical
-        return self.per_day.canonical * self.days.min
+            return self.per_course.min.canonical, self.per_course.max.canonical
+        assert self.per_day is not None
+        return self.per_day.min.canonical * self.days.min, self.per_day.max.canonical * self.days.max
 
     @property
     def max_daily_g_per_kg(self) -> float:
         """The largest daily dose the regimen allows, in g/kg."""
         if self.per_day is not None:
-            return self.per_day.canonical
-        return self.per_course.canonical / self.days.min
+            return self.per_day.max.canonical
+        assert self.per_course is not None
+        return self.per_course.max.canonical / self.days.min
+
+    def describe(self) -> str:
+        """'1 g/kg a day for 2 days' / '300-600 mg/kg over 1 day, every 3-4 weeks' (for messages)."""
+        dose = self.per_day or self.per_course
+        assert dose is not None
+        amount = str(dose.min) if dose.min == dose.max else f"{dose.min} to {dose.max}"
+        days = f"{self.days.min}" if self.days.min == self.days.max else f"{self.days.min} to {self.days.max}"
+        text = (f"{amount} a day for {days} day(s)" if self.per_day is not None
+                else f"{amount} per course over {days} day(s)")
+        if self.interval is not None:
+            upper = f" to {self.interval.max}" if self.interval.max not in (None, self.interval.min) else ""
+            text += f", every {self.interval.min}{upper}"
+        return f"{self.name}: {text}" if self.name else text
+
+
+class Population(Cited):
+    """The patients the label covers for one indication. ``min_age: adults`` means the policy's adult age."""
+
+    text: Text
+    min_age: Literal["adults"] | _Time | None = None
+    max_age: _Time | None = None
+
+    @field_validator("min_age", mode="before")
+    @classmethod
+    def _min_age(cls, value: Any) -> Any:
+        return value if value in (None, "adults") else expecting(Shape.TIME, what="an age")(value)
 
 
 class Titration(Cited):
-    interval: Any
-    ladder: list[Any] | None = None
-
-    @field_validator("interval", mode="before")
-    @classmethod
-    def _interval(cls, value: Any) -> Quantity:
-        return expecting(Shape.TIME, what="a titration interval")(value)
-
-    @field_validator("ladder", mode="before")
-    @classmethod
-    def _ladder(cls, value: Any) -> list[Quantity] | None:
-        if value is None:
-            return None
-        parse = expecting(*_RATE_SHAPES, what="a titration rate")
-        return [parse(v) for v in value]
+    interval: _Time
+    ladder: list[_Rate] | None = None
 
 
 class IndicationEntry(_Strict):
-    """One labelled indication. Where the reference records no regimen, hold time or titration, the entry leaves
-    it out: dose rules then do not fire, and the suggested schedule uses the policy's fallbacks (named in the
+    """One labelled indication: who it covers, its regimens and its rates. Where the label gives no hold time or
+    titration, the entry leaves them out and the suggested schedule uses the policy's fallbacks (named in the
     report's citations)."""
 
-    dose: DoseRegimen | None = None
+    population: Population
+    regimens: Annotated[list[DoseRegimen], Field(min_length=1)]
     initial_rate: RateFigure  # type: ignore[valid-type]
     initial_hold: TimeFigure | None = None  # type: ignore[valid-type]
     titration: Titration | None = None
@@ -168,14 +259,16 @@ class Product(_Strict):
     name: str
     aliases: list[str] = []
     manufacturer: str
+    label: LabelIdentity
     concentration: ConcentrationFigure  # type: ignore[valid-type]
-    sucrose: BoolFigure | None = None  # None: the reference does not say
-    excipients: list[Excipient] = []
+    sucrose: BoolFigure | NotOnFile
+    excipients: list[Excipient] | NoneStated | NotOnFile
     iga_content: Cited | None = None
     vials: Vials | None = None
-    contraindications: list[RiskStatement] = []
+    contraindications: list[RiskStatement] | NoneStated | NotOnFile
     avoid: list[RiskStatement] = []
     at_risk_rate: RateFigure | None = None  # type: ignore[valid-type]
+    minimum_rate_also_for: list[ReasonStatement] = []
     indications: dict[Kebab, IndicationEntry]
     notes: str | None = None
 
@@ -189,6 +282,13 @@ class Product(_Strict):
             return {k: v for k, v in value.items() if k != "value"}
         return value
 
+    @field_validator("indications")
+    @classmethod
+    def _some(cls, value: dict[str, IndicationEntry]) -> dict[str, IndicationEntry]:
+        if not value:
+            raise ValueError("a product needs at least one labelled indication")
+        return value
+
     @property
     def concentration_mg_per_ml(self) -> float:
         return self.concentration.quantity.canonical
@@ -200,8 +300,29 @@ class Product(_Strict):
         return rate_to_mg_per_kg_min(quantity, self.concentration_mg_per_ml, 1.0)
 
     @property
+    def excipients_on_file(self) -> bool:
+        return not isinstance(self.excipients, NotOnFile)
+
+    @property
+    def sucrose_on_file(self) -> bool:
+        return not isinstance(self.sucrose, NotOnFile)
+
+    @property
+    def excipient_list(self) -> list[Excipient]:
+        return self.excipients if isinstance(self.excipients, list) else []
+
+    @property
+    def contraindication_list(self) -> list[RiskStatement]:
+        return self.contraindications if isinstance(self.contraindications, list) else []
+
+    @property
     def excipient_names(self) -> frozenset[str]:
-        return frozenset(e.name for e in self.excipients)
+        return frozenset(e.name for e in self.excipient_list)
+
+    @property
+    def label_name(self) -> str:
+        """How a citation names the label: 'Privigen US PI (rev. 2022-03)'."""
+        return f"{self.name} US PI (rev. {self.label.revised})"
 
 
 class Catalogue:
@@ -227,24 +348,96 @@ def _name_key(name: str) -> str:
     return re.sub(r"[\s_]+", " ", name.strip().lower())
 
 
+class ExcipientEntry(_Strict):
+    """An excipient a product file may list; ``contraindicates`` names a risk factor that is a contraindication for
+    every product containing it (sorbitol: hereditary fructose intolerance), whatever the product file says."""
+
+    description: Text
+    contraindicates: Kebab | None = None
+    citation: str | None = None
+
+
 class Vocabulary(_Strict):
     """The closed lists a plan may draw from (rules/vocabulary.yaml)."""
 
     indications: dict[Kebab, str]
     risk_factors: dict[Kebab, str]
-    excipients: dict[Kebab, str]
+    excipients: dict[Kebab, ExcipientEntry]
+
+    @field_validator("excipients", mode="before")
+    @classmethod
+    def _plain(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: {"description": v} if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _known(self) -> "Vocabulary":
+        for name, entry in self.excipients.items():
+            if entry.contraindicates is not None:
+                if entry.contraindicates not in self.risk_factors:
+                    raise ValueError(f"excipients.{name}.contraindicates: unknown risk factor {entry.contraindicates!r}")
+                if not entry.citation:
+                    raise ValueError(f"excipients.{name}: a contraindication needs its citation")
+        return self
+
+
+class ClassStatement(Cited):
+    risk_factor: Kebab
+
+
+class ClassWarning(Cited):
+    pass
+
+
+class ClassKnowledge(_Strict):
+    """What holds for every US IVIG product (rules/class.yaml): the class contraindications and the warnings every
+    label carries. A product file cannot switch these off; its own wording, where it has it, is cited instead."""
+
+    contraindications: Annotated[list[ClassStatement], Field(min_length=1)]
+    warnings: dict[Kebab, ClassWarning]
+
+
+class Guidelines(_Strict):
+    """Regimens from national or provincial guidelines for off-label indications (rules/guidelines.yaml), used to
+    check the dose of an order for an indication no label covers."""
+
+    regimens: dict[Kebab, Annotated[list[DoseRegimen], Field(min_length=1)]]
 
 
 def _load_model(model: type[BaseModel], path: Path, data: Any) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{format_loc(e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(f"{format_loc(e['loc']) or '(top)'}: {_message(e)}" for e in exc.errors())
         raise RuleFileError(str(path), None, problems) from None
+
+
+def _message(error: Any) -> str:
+    if error["type"] == "missing":
+        return ("missing: state this section explicitly (list its entries, or `none: true` with a citation); "
+                "a missing section never means none")
+    return str(error["msg"]).removeprefix("Value error, ")
 
 
 def load_vocabulary(path: Path) -> Vocabulary:
     return _load_model(Vocabulary, path, load_yaml(path))
+
+
+def load_class_knowledge(path: Path, vocabulary: Vocabulary) -> ClassKnowledge:
+    knowledge: ClassKnowledge = _load_model(ClassKnowledge, path, load_yaml(path))
+    for statement in knowledge.contraindications:
+        if statement.risk_factor not in vocabulary.risk_factors:
+            raise RuleFileError(str(path), statement.risk_factor, "unknown risk factor (see vocabulary.yaml)")
+    return knowledge
+
+
+def load_guidelines(path: Path, vocabulary: Vocabulary) -> Guidelines:
+    guidelines: Guidelines = _load_model(Guidelines, path, load_yaml(path))
+    for indication in guidelines.regimens:
+        if indication not in vocabulary.indications:
+            raise RuleFileError(str(path), indication, "unknown indication (see vocabulary.yaml)")
+    return guidelines
 
 
 def load_catalogue(folder: Path, vocabulary: Vocabulary) -> Catalogue:
@@ -264,10 +457,10 @@ def load_catalogue(folder: Path, vocabulary: Vocabulary) -> Catalogue:
                 raise RuleFileError(str(path), indication,
                                     f"unknown indication; known: {', '.join(vocabulary.indications)}")
             _check_rates(path, product, indication, entry)
-        for excipient in product.excipients:
+        for excipient in product.excipient_list:
             if excipient.name not in vocabulary.excipients:
                 raise RuleFileError(str(path), excipient.name, "unknown excipient (see vocabulary.yaml)")
-        for statement in (*product.contraindications, *product.avoid):
+        for statement in (*product.contraindication_list, *product.avoid):
             if statement.risk_factor not in vocabulary.risk_factors:
                 raise RuleFileError(str(path), statement.risk_factor, "unknown risk factor (see vocabulary.yaml)")
         products[product.id] = product

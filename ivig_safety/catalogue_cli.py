@@ -42,13 +42,16 @@ def products(ctx: click.Context) -> None:
         return
     checker = load_checker(None)
     table = Table(title="Products")
-    for column in ("product", "name", "concentration", "indication: initial -> max", "excipients"):
+    for column in ("product", "name", "label revised", "concentration", "indication: initial -> max",
+                   "excipients"):
         table.add_column(column)
     for product in checker.catalogue.products.values():
         lines = [f"{ind}: {_rate(product, e.initial_rate.quantity)} -> {_rate(product, e.max_rate.quantity)}"
                  for ind, e in product.indications.items()]
-        table.add_row(product.id, product.name, str(product.concentration.quantity), "\n".join(lines),
-                      ", ".join(sorted(product.excipient_names)) or "-")
+        excipients = (", ".join(sorted(product.excipient_names)) or "none") if product.excipients_on_file \
+            else "not on file"
+        table.add_row(product.id, product.name, product.label.revised, str(product.concentration.quantity),
+                      "\n".join(lines), excipients)
     console().print(table)
 
 

@@ -6,37 +6,44 @@ suggestions (suggest.py) -> a Report (report.py). The CLI, the batch runner and 
 
 from __future__ import annotations
 
+import hashlib
 import os
-from functools import lru_cache
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Mapping
 
 from pydantic import ValidationError
 
-from .catalogue import Catalogue, load_catalogue, load_vocabulary
+from .catalogue import Catalogue, load_catalogue, load_class_knowledge, load_guidelines, load_vocabulary
 from .engine import Engine
 from .errors import FieldError, InvalidPlanError, format_loc
-from .facts import Facts, build_facts
-from .findings import build_finding, explain_rule
+from .facts import Facts, Knowledge, build_facts
+from .findings import build_finding, explain_rule, merge_findings
 from .plan import Plan
 from .policy import Policy, load_policy
 from .report import (DispenseReport, PlanSummary, PolicyIdentity, Report, RuleSetIdentity, VialCount,
                      verdict_for)
 from .rules import Rule, RuleSet, load_rules
-from .suggest import rate_triple, suggest
+from .suggest import exceeds, rate_triple, suggest
 
 
 _SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 
 
-def default_rules_dir() -> Path:
-    """Where the rule files are: $IVIG_SAFETY_RULES, the copy inside an installed wheel, or the repository's rules/."""
-    if env := os.environ.get("IVIG_SAFETY_RULES"):
-        return Path(env)
+def bundled_rules_dir() -> Path:
+    """The rule set shipped with this version: the copy inside an installed wheel, or the repository's rules/."""
     packaged = Path(__file__).parent / "_rules"
     if packaged.is_dir():
         return packaged
     return Path(__file__).resolve().parent.parent / "rules"
+
+
+def default_rules_dir() -> Path:
+    """Where the rule files are: $IVIG_SAFETY_RULES, else the bundled rule set."""
+    if env := os.environ.get("IVIG_SAFETY_RULES"):
+        return Path(env)
+    return bundled_rules_dir()
 
 
 def validation_errors(exc: ValidationError) -> list[FieldError]:
@@ -59,13 +66,18 @@ class Checker:
         self.vocabulary = load_vocabulary(root / "vocabulary.yaml")
         self.catalogue: Catalogue = load_catalogue(root / "products", self.vocabulary)
         self.policy: Policy = load_policy(root / "policy.yaml", Path(policy_file) if policy_file else None)
-        identity_files = [root / "vocabulary.yaml", *sorted((root / "products").glob("*.yaml"))]
+        self.knowledge = Knowledge(self.vocabulary, load_class_knowledge(root / "class.yaml", self.vocabulary),
+                                   load_guidelines(root / "guidelines.yaml", self.vocabulary))
+        identity_files = [root / "vocabulary.yaml", root / "class.yaml", root / "guidelines.yaml",
+                          *sorted((root / "products").glob("*.yaml"))]
         self.ruleset: RuleSet = load_rules(root, self.policy, self.vocabulary, set(self.vocabulary.excipients),
                                            identity_files)
         self.engine = Engine(self.ruleset)
         self._rules = self.ruleset.by_id
         self._context = {"vocabulary": self.vocabulary, "catalogue": self.catalogue}
-        self._ruleset_identity = RuleSetIdentity(**self.ruleset.identity)
+        bundled = root.resolve() == bundled_rules_dir().resolve()
+        self._ruleset_identity = RuleSetIdentity(**self.ruleset.identity, bundled=bundled,
+                                                 path=None if bundled else str(root.resolve()))
         self._policy_identity = PolicyIdentity(**self.policy.identity)
 
     def renew_engine(self) -> None:
@@ -93,10 +105,10 @@ class Checker:
 
     def _run(self, plan: Any) -> tuple[Report, Facts, list[Rule]]:
         parsed = self.parse(plan)  # a Plan instance too: it may have been built or copied without validation
-        facts = build_facts(parsed, self.catalogue.products[parsed.product], self.policy)
+        facts = build_facts(parsed, self.catalogue.products[parsed.product], self.policy, self.knowledge)
         fired = [self._rules[rule_id] for rule_id in self.engine.evaluate(facts.encode(self.engine.encoding))]
-        findings = sorted((build_finding(rule, facts, self.policy) for rule in fired),
-                          key=lambda f: _SEVERITY_ORDER[f.severity])
+        findings = merge_findings(fired, [build_finding(rule, facts, self.policy) for rule in fired], facts)
+        findings.sort(key=lambda f: _SEVERITY_ORDER[f.severity])
         suggestion = suggest(facts, fired, self.policy)
         values = facts.values
         report = Report(
@@ -120,8 +132,22 @@ class Checker:
             dispense=_dispense(facts),
             ruleset=self._ruleset_identity,
             policy=self._policy_identity,
+            pump_tolerance_used=_tolerance_used(facts),
         )
         return report, facts, fired
+
+def _tolerance_used(facts: Facts) -> list[str]:
+    """Where a rate above a label figure passed only because of the policy's pump tolerance (said in the report)."""
+    values = facts.values
+    used = []
+    for name, rate_key, label_key in (("maximum", "peak_rate", "max_rate"), ("initial rate", "first_rate",
+                                                                            "initial_rate")):
+        rate, figure, tolerated = values[rate_key], values[label_key], values[f"{label_key}_with_tolerance"]
+        if exceeds(rate, figure) and not exceeds(rate, tolerated):
+            used.append(f"{rate_key.replace('_', ' ')} {rate / figure - 1:.2%} over the label {name}, within the "
+                        "pump tolerance")
+    return used
+
 
 def _dispense(facts: Facts) -> DispenseReport:
     d = facts.dispense
@@ -132,15 +158,37 @@ def _dispense(facts: Facts) -> DispenseReport:
     )
 
 
+#: Checkers kept loaded: a service or batch run uses one or a few policies; more are rebuilt on demand.
+CHECKER_CACHE_SIZE = 8
+_CHECKERS: "OrderedDict[tuple[str | None, str | None], Checker]" = OrderedDict()
+_CHECKERS_LOCK = threading.Lock()
+
+
 def get_checker(rules_dir: str | Path | None = None, policy_file: str | Path | None = None) -> Checker:
-    """The shared Checker for a rules folder and policy file (loaded once per process)."""
-    return _cached_checker(str(Path(rules_dir).resolve()) if rules_dir else None,
-                           str(Path(policy_file).resolve()) if policy_file else None)
+    """The shared Checker for a rules folder and a policy file's content, loaded once per process.
+
+    The cache is keyed by the policy file's content (two paths to the same file share one Checker; an edited file
+    gets a new one) and bounded: the least recently used Checker is dropped, and its engine's C memory is freed
+    when nobody holds it any more."""
+    policy_key = hashlib.sha256(Path(policy_file).read_bytes()).hexdigest() if policy_file else None
+    key = (str(Path(rules_dir).resolve()) if rules_dir else None, policy_key)
+    with _CHECKERS_LOCK:
+        checker = _CHECKERS.get(key)
+        if checker is not None:
+            _CHECKERS.move_to_end(key)
+            return checker
+    checker = Checker(rules_dir, policy_file)
+    with _CHECKERS_LOCK:
+        checker = _CHECKERS.setdefault(key, checker)
+        _CHECKERS.move_to_end(key)
+        while len(_CHECKERS) > CHECKER_CACHE_SIZE:
+            _CHECKERS.popitem(last=False)
+    return checker
 
 
-@lru_cache(maxsize=8)
-def _cached_checker(rules_dir: str | None, policy_file: str | None) -> Checker:
-    return Checker(rules_dir, policy_file)
+def _clear_checkers() -> None:
+    with _CHECKERS_LOCK:
+        _CHECKERS.clear()
 
 
 def check(plan: Any, *, policy: str | Path | None = None, rules_dir: str | Path | None = None) -> Report:
@@ -151,4 +199,4 @@ def check(plan: Any, *, policy: str | Path | None = None, rules_dir: str | Path 
     return get_checker(rules_dir, policy).check(plan)
 
 
-get_checker.cache_clear = _cached_checker.cache_clear  # type: ignore[attr-defined]  # e.g. after fork (batch.py)
+get_checker.cache_clear = _clear_checkers  # type: ignore[attr-defined]  # e.g. after fork (batch.py)

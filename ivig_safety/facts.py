@@ -12,16 +12,15 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .catalogue import IndicationEntry, Product
+from .bounds import MAX_DOSE_G_PER_KG, RATE_MG_KG_MIN
+from .catalogue import BoolFigure, ClassKnowledge, DoseRegimen, Guidelines, IndicationEntry, Product, Vocabulary
 from .dosing import Dispense, DosingWeight, Vial, dosing_weight, parse_vials, round_and_dispense
 from .errors import InvalidPlanError
 from .fields import DIFFERENCE, FIELDS, SCALE, flag_key
 from .plan import Plan
 from .policy import Policy
-from .units import ParsedUnit, Quantity, Shape, rate_to_mg_per_kg_min
+from .units import ParsedUnit, Quantity, Shape, format_number, rate_to_mg_per_kg_min
 
-#: A rate beyond this (mg/kg/min) is not a slip to flag but garbage: about 70 litres a minute for 70 kg of 10%.
-ABSURD_RATE_MG_KG_MIN = 1.0e6
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +115,24 @@ def _conservative_entry(product: Product) -> IndicationEntry:
 
 
 @dataclass(frozen=True)
+class Knowledge:
+    """What the rule files say beyond the products: the vocabulary, the class facts and the off-label guidelines."""
+
+    vocabulary: Vocabulary
+    classwide: ClassKnowledge
+    guidelines: Guidelines
+    #: Label facts per (product, indication, policy) and contraindications per product, computed once. Kept here,
+    #: with the Checker that owns this knowledge, so they are freed with it.
+    labels: dict[tuple[int, str, int], "LabelFacts"] = field(default_factory=dict, compare=False)
+    contraindicated: dict[int, frozenset[str]] = field(default_factory=dict, compare=False)
+
+
+#: One engine unit (a millionth of mg/kg/min). A label's "less than X" is checked as "at or above X is too fast" by
+#: lowering the cap by this much: the engine compares integer millionths, so ``rate > X - 1e-6`` is ``rate >= X``.
+_STRICTLY_BELOW = 1.0 / SCALE
+
+
+@dataclass(frozen=True)
 class LabelFacts:
     """What the label (and the policy, where the label is silent) says for one product and indication, converted to
     canonical floats once: every plan for the same product and indication reuses it."""
@@ -124,7 +141,9 @@ class LabelFacts:
     policy: Policy
     entry: IndicationEntry
     labelled: bool
+    regimens: list[DoseRegimen]  # the label's, else a guideline's for an off-label indication, else none
     at_risk_rate: float | None  # mg/kg/min; None when the policy's fallback depends on the patient's weight
+    at_risk_below: bool  # the label says "less than" the at-risk figure
     initial_hold: float
     titration_interval: float
     titration_ladder: list[float]
@@ -134,66 +153,109 @@ class LabelFacts:
     findings: dict[str, Any] = field(default_factory=dict)  # rendered static findings (findings.build_finding)
 
 
-_LABELS: dict[tuple[int, str, int], LabelFacts] = {}
-
-
-def label_facts(product: Product, indication: str, policy: Policy) -> LabelFacts:
+def label_facts(product: Product, indication: str, policy: Policy, knowledge: Knowledge) -> LabelFacts:
     key = (id(product), indication, id(policy))
-    cached = _LABELS.get(key)
+    cached = knowledge.labels.get(key)
     if cached is not None and cached.product is product and cached.policy is policy:
         return cached
     labelled = indication in product.indications
     entry = product.indications[indication] if labelled else _conservative_entry(product)
     rate_of = product.rate_mg_kg_min
+    tolerance = 1.0 + float(policy["pump_tolerance"])
     values: dict[str, Any] = {
         "product": product.id,
         "indication": indication,
         "labelled": labelled,
         "max_rate": rate_of(entry.max_rate.quantity),
         "initial_rate": rate_of(entry.initial_rate.quantity),
+        "concentration": product.concentration_mg_per_ml,
+        "excipients_on_file": product.excipients_on_file,
+        "sucrose_on_file": product.sucrose_on_file,
     }
+    if isinstance(product.sucrose, BoolFigure):
+        values["sucrose"] = product.sucrose.value
+    values["max_rate_with_tolerance"] = values["max_rate"] * tolerance
+    values["initial_rate_with_tolerance"] = values["initial_rate"] * tolerance
     if entry.initial_hold is not None:
         values["initial_hold"] = entry.initial_hold.quantity.canonical
-    if product.sucrose is not None:
-        values["sucrose"] = product.sucrose.value
-    regimen = entry.dose if labelled else None
-    if regimen is not None:
-        values.update({
-            "label_dose_per_course": regimen.course_g_per_kg,
-            "label_max_dose_per_day": regimen.max_daily_g_per_kg,
-            "label_days_min": regimen.days.min,
-            "label_days_max": regimen.days.max,
-        })
-    for excipient in product.excipients:
+    regimens = entry.regimens if labelled else knowledge.guidelines.regimens.get(indication, [])
+    if regimens:
+        values.update(_regimen_values(regimens))
+        values["regimen_basis"] = "label" if labelled else "guideline (off-label)"
+    if labelled:
+        values.update(_population_values(entry, policy))
+    for excipient in product.excipient_list:
         values[flag_key("excipient", excipient.name)] = True
+    for statement in product.minimum_rate_also_for:
+        values[flag_key("label_minimum_rate_for", statement.reason)] = True
     at_risk_figure = entry.at_risk_rate or product.at_risk_rate
     fallback = policy["at_risk_rate_when_label_silent"]
+    below = False
     if at_risk_figure is not None:
         at_risk: float | None = rate_of(at_risk_figure.quantity)
-        at_risk_cite = f"{at_risk_figure.citation} [{at_risk_figure.tag}]"
+        below = at_risk_figure.below
+        at_risk_cite = _cited(product, at_risk_figure)
+        values["at_risk_limit"] = ("less than " if below else "") + str(at_risk_figure.quantity)
     else:
         per_kg = fallback.shape in (Shape.MASS_PER_MASS_TIME, Shape.VOLUME_PER_MASS_TIME)
         at_risk = rate_to_mg_per_kg_min(fallback, product.concentration_mg_per_ml, 1.0) if per_kg else None
-        at_risk_cite = ("Boxed warning: minimum infusion rate practicable for patients at risk (L); numeric cap from "
-                        "site policy at_risk_rate_when_label_silent: "
+        at_risk_cite = (f"{product.label_name}: minimum infusion rate practicable for patients at risk (no figure "
+                        "on the label); numeric cap from site policy at_risk_rate_when_label_silent: "
                         + policy.provenance["at_risk_rate_when_label_silent"])
+        values["at_risk_limit"] = f"{fallback} (site policy; the label asks for the minimum rate practicable)"
+    if at_risk is not None and below:
+        at_risk -= _STRICTLY_BELOW
     label = LabelFacts(
-        product=product, policy=policy, entry=entry, labelled=labelled, at_risk_rate=at_risk,
+        product=product, policy=policy, entry=entry, labelled=labelled, regimens=list(regimens),
+        at_risk_rate=at_risk, at_risk_below=below,
         initial_hold=(entry.initial_hold.quantity.canonical if entry.initial_hold
                       else policy["initial_hold_when_label_silent"].canonical),
         titration_interval=(entry.titration.interval.canonical if entry.titration
                             else policy["titration_interval_when_label_silent"].canonical),
         titration_ladder=[rate_of(q) for q in (entry.titration.ladder if entry.titration else None) or []],
         values=values, vials=parse_vials(product.vials.value if product.vials else []),
-        cite=_citations(product, entry, policy, at_risk_cite),
+        cite=_citations(product, entry, regimens, policy, knowledge, at_risk_cite),
     )
-    _LABELS[key] = label
+    knowledge.labels[key] = label
     return label
 
 
-def build_facts(plan: Plan, product: Product, policy: Policy) -> Facts:
+def _regimen_values(regimens: list[DoseRegimen]) -> dict[str, Any]:
+    """The envelope of the regimens: an order is within the label when its course, daily dose and days fit it."""
+    courses = [r.course_range for r in regimens]
+    intervals = [r.interval.min.canonical for r in regimens if r.interval is not None]
+    values: dict[str, Any] = {
+        "label_dose_per_course": max(high for _, high in courses),
+        "label_min_dose_per_course": min(low for low, _ in courses),
+        "label_max_dose_per_day": max(r.max_daily_g_per_kg for r in regimens),
+        "label_days_min": min(r.days.min for r in regimens),
+        "label_days_max": max(r.days.max for r in regimens),
+        "label_regimens": "; ".join(r.describe() for r in regimens),
+    }
+    if intervals and len(intervals) == len(regimens):
+        values["label_interval_min"] = min(intervals)
+    return values
+
+
+def _population_values(entry: IndicationEntry, policy: Policy) -> dict[str, Any]:
+    population = entry.population
+    values: dict[str, Any] = {"label_population": population.text}
+    minimum = population.min_age
+    if minimum == "adults":
+        values["label_min_age"] = float(policy["adult_age_from"])
+    elif minimum is not None:
+        values["label_min_age"] = minimum.canonical / _MINUTES_PER_YEAR
+    if population.max_age is not None:
+        values["label_max_age"] = population.max_age.canonical / _MINUTES_PER_YEAR
+    return values
+
+
+_MINUTES_PER_YEAR = 365.25 * 24 * 60
+
+
+def build_facts(plan: Plan, product: Product, policy: Policy, knowledge: Knowledge) -> Facts:
     """Join plan, product and policy into canonical facts; impossible combinations raise InvalidPlanError."""
-    label = label_facts(product, plan.indication, policy)
+    label = label_facts(product, plan.indication, policy, knowledge)
     patient = plan.patient
     actual_weight = patient.weight.canonical
     dosing = dosing_weight(actual_weight, patient.height.canonical if patient.height else None, patient.sex,
@@ -204,8 +266,9 @@ def build_facts(plan: Plan, product: Product, policy: Policy) -> Facts:
     steps: list[StepFacts] = []
     for index, step in enumerate(plan.steps):
         rate = rate_to_mg_per_kg_min(step.rate, concentration, weight)
-        if not math.isfinite(rate) or rate > ABSURD_RATE_MG_KG_MIN:
-            raise InvalidPlanError.single(f"steps[{index}].rate", f"{step.rate} is not a possible infusion rate")
+        if not (math.isfinite(rate) and RATE_MG_KG_MIN[0] <= rate <= RATE_MG_KG_MIN[1]):
+            raise InvalidPlanError.single(f"steps[{index}].rate", f"{step.rate} is not a possible infusion rate "
+                                          "for this patient and product")
         steps.append(StepFacts(index, rate,
                                step.duration.canonical if step.duration else None, step.rate.unit))
 
@@ -214,6 +277,10 @@ def build_facts(plan: Plan, product: Product, policy: Policy) -> Facts:
     written = dose.per_course if dose.per_course is not None else dose.per_day
     assert written is not None  # the model insists on exactly one of the two
     per_day = _g_per_kg(written, weight) / (days if dose.per_course is not None else 1)
+    if not (math.isfinite(per_day) and 0 < per_day <= MAX_DOSE_G_PER_KG):
+        field_name = "per_course" if dose.per_course is not None else "per_day"
+        raise InvalidPlanError.single(f"dose.{field_name}",
+                                      f"{written} is not a possible dose for {format_number(weight)} kg")
     dispense = round_and_dispense(per_day * weight, label.vials, policy)
     per_day = dispense.rounded_dose_g / weight
     course = per_day * days
@@ -222,8 +289,8 @@ def build_facts(plan: Plan, product: Product, policy: Policy) -> Facts:
     at_risk = label.at_risk_rate
     if at_risk is None:
         at_risk = rate_to_mg_per_kg_min(policy["at_risk_rate_when_label_silent"], concentration, weight)
-    initial_rate = label.values["initial_rate"]
-    infusion_time, time_at_initial = _timeline(steps, daily_volume, weight, concentration, initial_rate)
+    tolerated_initial = label.values["initial_rate_with_tolerance"]
+    infusion_time, time_at_initial = _timeline(steps, daily_volume, weight, concentration, tolerated_initial)
 
     risk = set(patient.risk_factors)
     derived: set[str] = set()
@@ -241,24 +308,30 @@ def build_facts(plan: Plan, product: Product, policy: Policy) -> Facts:
         "dose_per_day": per_day,
         "dose_per_course": course,
         "daily_volume": daily_volume,
+        "daily_volume_per_kg": daily_volume / weight,
         "at_risk_rate": at_risk,
         "peak_rate": max(s.rate for s in steps),
         "first_rate": steps[0].rate,
         "time_at_initial": time_at_initial,
         "infusion_time": infusion_time,
+        "daily_dose_vs_ceiling": per_day / policy["max_daily_dose"].canonical,
+        "course_dose_vs_ceiling": course / policy["max_course_dose"].canonical,
     }
     if age is not None:
         values["age"] = float(age)
     if patient.blood_group is not None:
         values["blood_group_non_o"] = not patient.blood_group.startswith("O")
+    if dose.since_previous_course is not None:
+        values["since_previous_course"] = dose.since_previous_course.canonical
     if "label_dose_per_course" in values:
         values["course_dose_ratio"] = course / values["label_dose_per_course"]
+        values["course_dose_ratio_low"] = course / values["label_min_dose_per_course"]
         values["daily_dose_ratio"] = per_day / values["label_max_dose_per_day"]
+        values["short_course"] = _short_course(label.regimens, per_day, days, policy)
     for name in risk:
         values[flag_key("risk_factor", name)] = True
-    for statement in product.contraindications:
-        if statement.risk_factor in risk:
-            values[flag_key("contraindicated", statement.risk_factor)] = True
+    for name in _contraindicated(product, knowledge) & risk:
+        values[flag_key("contraindicated", name)] = True
     for statement in product.avoid:
         if statement.risk_factor in risk:
             values[flag_key("avoided", statement.risk_factor)] = True
@@ -269,6 +342,32 @@ def build_facts(plan: Plan, product: Product, policy: Policy) -> Facts:
         risk_factors=frozenset(risk), derived_risk_factors=frozenset(derived), initial_hold=label.initial_hold,
         titration_interval=label.titration_interval, titration_ladder=label.titration_ladder, cite=label.cite,
     )
+
+
+def _short_course(regimens: list[DoseRegimen], per_day: float, days: int, policy: Policy) -> bool:
+    """Fewer days than a daily-dose regimen gives, at that regimen's daily dose: a held dose (cITP's second day is
+    routinely held when the platelets have responded), not a dose error."""
+    above, below = policy["dose_ratio_above_label"], policy["dose_ratio_below_label"]
+    for regimen in regimens:
+        if regimen.per_day is None or days >= regimen.days.min:
+            continue
+        if regimen.per_day.min.canonical * below <= per_day <= regimen.per_day.max.canonical * above:
+            return True
+    return False
+
+
+def _contraindicated(product: Product, knowledge: Knowledge) -> frozenset[str]:
+    """Every risk factor contraindicated for this product: the class's, the product's own, and those its excipients
+    bring (sorbitol: hereditary fructose intolerance), so no product file can leave one out."""
+    names = knowledge.contraindicated.get(id(product))
+    if names is None:
+        names = frozenset(
+            {s.risk_factor for s in knowledge.classwide.contraindications}
+            | {s.risk_factor for s in product.contraindication_list}
+            | {entry.contraindicates for name, entry in knowledge.vocabulary.excipients.items()
+               if entry.contraindicates and name in product.excipient_names})
+        knowledge.contraindicated[id(product)] = names
+    return names
 
 
 def _g_per_kg(quantity: Quantity, weight: float) -> float:
@@ -297,32 +396,49 @@ def _timeline(steps: list[StepFacts], daily_volume: float, weight: float, concen
     return elapsed, elapsed if held is None else held
 
 
-def _citations(product: Product, entry: IndicationEntry, policy: Policy, at_risk: str) -> dict[str, str]:
-    def cited(figure: Any) -> str:
-        return f"{figure.citation} [{figure.tag}]"
+def _cited(product: Product, figure: Any) -> str:
+    """A figure's citation, naming the label and its revision: 'Privigen US PI (rev. 2022-03), 2.2 Table 2 [L]'."""
+    if figure.tag == "G":
+        return f"{figure.citation} [guideline, not a label]"
+    return f"{product.label_name}, {figure.citation} [{figure.tag}]"
 
+
+def _citations(product: Product, entry: IndicationEntry, regimens: list[DoseRegimen], policy: Policy,
+               knowledge: Knowledge, at_risk: str) -> dict[str, str]:
     cite = {
-        "max_rate": cited(entry.max_rate),
-        "initial_rate": cited(entry.initial_rate),
-        "initial_hold": cited(entry.initial_hold) if entry.initial_hold else
+        "max_rate": _cited(product, entry.max_rate),
+        "initial_rate": _cited(product, entry.initial_rate),
+        "initial_hold": _cited(product, entry.initial_hold) if entry.initial_hold else
         "site policy initial_hold_when_label_silent: " + policy.provenance["initial_hold_when_label_silent"],
         "at_risk_rate": at_risk,
-        "titration": cited(entry.titration) if entry.titration else
+        "titration": _cited(product, entry.titration) if entry.titration else
         "site policy titration_interval_when_label_silent: "
         + policy.provenance["titration_interval_when_label_silent"],
-        "concentration": cited(product.concentration),
+        "concentration": _cited(product, product.concentration),
+        "population": _cited(product, entry.population),
+        "dose": "; ".join(dict.fromkeys(_cited(product, r) for r in regimens)) if regimens else
+        "no labelled or guideline regimen for this indication: checked against the site policy's absolute ceilings",
+        "label": f"{product.label.title}, revised {product.label.revised}"
+                 + (f", DailyMed set id {product.label.setid}" if product.label.setid else ""),
     }
-    if entry.dose is not None:
-        cite["dose"] = cited(entry.dose)
-    if product.sucrose is not None:
-        cite["sucrose"] = cited(product.sucrose)
-    for excipient in product.excipients:
-        cite[f"excipient:{excipient.name}"] = cited(excipient)
-    for statement in product.contraindications:
-        cite[f"contraindication:{statement.risk_factor}"] = cited(statement)
+    if isinstance(product.sucrose, BoolFigure):
+        cite["sucrose"] = _cited(product, product.sucrose)
+    for name, warning in knowledge.classwide.warnings.items():
+        cite[f"warning:{name}"] = f"{warning.citation} [{warning.tag}]"
+    for statement in knowledge.classwide.contraindications:
+        cite[f"contraindication:{statement.risk_factor}"] = f"{statement.citation} [{statement.tag}]"
+    for name, vocab in knowledge.vocabulary.excipients.items():
+        if vocab.contraindicates and name in product.excipient_names:
+            own = next(e for e in product.excipient_list if e.name == name)
+            cite[f"contraindication:{vocab.contraindicates}"] = f"{vocab.citation}; {_cited(product, own)}"
+    for excipient in product.excipient_list:
+        cite[f"excipient:{excipient.name}"] = _cited(product, excipient)
+    for statement in product.contraindication_list:
+        cite[f"contraindication:{statement.risk_factor}"] = _cited(product, statement)
     for statement in product.avoid:
-        cite[f"avoid:{statement.risk_factor}"] = cited(statement)
+        cite[f"avoid:{statement.risk_factor}"] = _cited(product, statement)
+    for reason in product.minimum_rate_also_for:
+        cite[f"minimum_rate_also_for:{reason.reason}"] = _cited(product, reason)
     for key, text in policy.provenance.items():
         cite[f"policy:{key}"] = f"site policy {key}: {text}"
     return cite
-

@@ -11,15 +11,17 @@ from typing import Any
 
 from .errors import EngineError
 from .facts import Facts
-from .fields import FIELDS
+from .fields import FIELDS, SCALE
 from .policy import Policy
 from .report import Finding
 from .rules import Rule
 from .suggest import cap_value, exceeds, rate_triple
 from .units import ParsedUnit, Shape, format_number, mg_per_kg_min_to
 
-_UNIT_OF = {"weight": "kg", "daily_volume": "mL", "initial_hold": "min", "time_at_initial": "min",
-            "infusion_time": "min"}
+_UNIT_OF = {"weight": "kg", "dosing_weight": "kg", "daily_volume": "mL", "daily_volume_per_kg": "mL/kg",
+            "initial_hold": "min", "time_at_initial": "min", "infusion_time": "min", "concentration": "mg/mL"}
+#: Durations between courses are shown in days.
+_DAYS = {"since_previous_course", "label_interval_min"}
 
 
 def format_rate(facts: Facts, rate: float, unit: ParsedUnit) -> str:
@@ -41,6 +43,8 @@ def _format_value(facts: Facts, name: str, unit: ParsedUnit) -> str:
     if spec.variants is not None and Shape.MASS_PER_MASS in spec.variants:
         grams = float(value) * facts.weight_kg
         return f"{format_number(float(value))} g/kg ({format_number(grams)} g)"
+    if name in _DAYS:
+        return f"{format_number(float(value) / (24 * 60))} days"
     if name in _UNIT_OF:
         return f"{format_number(float(value))} {_UNIT_OF[name]}"
     if isinstance(value, bool):
@@ -48,6 +52,12 @@ def _format_value(facts: Facts, name: str, unit: ParsedUnit) -> str:
     if isinstance(value, float):
         return format_number(value)
     return str(value)
+
+
+def _format_policy(value: Any) -> str:
+    if isinstance(value, float) and not value.is_integer() and value < 1:
+        return f"{format_number(value * 100)}%"
+    return str(value) if not isinstance(value, float) else format_number(value)
 
 
 def _step_list(numbers: list[int]) -> str:
@@ -93,6 +103,8 @@ def _render(rule: Rule, facts: Facts, policy: Policy) -> Finding:
             return facts.plan.patient.blood_group or "not given"
         if name == "cap":
             return format_rate(facts, cap, unit) if cap is not None else "-"
+        if name.startswith("policy."):
+            return _format_policy(policy[name.removeprefix("policy.")])
         shown_key = (name, unit.text)
         text = facts.shown.get(shown_key)
         if text is None:  # the same value often appears in several findings of one plan
@@ -103,7 +115,39 @@ def _render(rule: Rule, facts: Facts, policy: Policy) -> Finding:
         kind=rule.kind, severity=rule.severity, rule=rule.id,
         message=_fill(rule.message_parts, value), citation=_fill(rule.citation_parts, value),
         step=step, suggested_max_rate=rate_triple(facts, cap, policy) if cap is not None else None,
+        rules=[rule.id], kinds=[rule.kind],
     )
+
+
+def merge_findings(fired: list[Rule], findings: list[Finding], facts: Facts) -> list[Finding]:
+    """One finding per decision. Rules of one ``group``, or imposing the same cap, at the same severity, become one
+    finding that keeps every reason (message), every source (citation) and every rule id; the rest pass through.
+
+    Why here and not in the rules: two rules can reach the same decision for different reasons (renal and thrombosis
+    risk both cap the rate at the at-risk cap); the prescriber needs the decision once, with all its reasons."""
+    groups: dict[Any, list[Finding]] = {}
+    for rule, finding in zip(fired, findings, strict=True):
+        if rule.group is not None:
+            key: Any = (finding.severity, "group", rule.group)
+        elif rule.cap is not None:
+            key = (finding.severity, "cap", round(cap_value(rule.cap, facts) * SCALE))
+        else:
+            key = rule.id
+        groups.setdefault(key, []).append(finding)
+    merged: list[Finding] = []
+    for members in groups.values():
+        if len(members) == 1:
+            merged.append(members[0])
+            continue
+        first = members[0]
+        merged.append(first.model_copy(update={
+            "message": " ".join(dict.fromkeys(f.message for f in members)),
+            "citation": " | ".join(dict.fromkeys(f.citation for f in members)),
+            "step": min((f.step for f in members if f.step is not None), default=None),
+            "rules": [r for f in members for r in f.rules],
+            "kinds": list(dict.fromkeys(k for f in members for k in f.kinds)),
+        }))
+    return merged
 
 
 def _fill(parts: tuple[str, ...], value: Any) -> str:
@@ -121,9 +165,10 @@ def explain_rule(rule: Rule, facts: Facts) -> list[str]:
     unit = facts.steps[0].unit
     lines: list[str] = []
     for key in sorted(rule.keys):
-        if key.startswith(("rf_", "ex_", "ci_", "av_")):
+        if key.startswith(("rf_", "ex_", "ci_", "av_", "mr_")):
             if facts.values.get(key):
-                what = {"rf_": "risk factor", "ex_": "excipient", "ci_": "contraindicated", "av_": "avoid"}[key[:3]]
+                what = {"rf_": "risk factor", "ex_": "excipient", "ci_": "contraindicated", "av_": "avoid",
+                        "mr_": "label asks for the minimum rate for"}[key[:3]]
                 lines.append(f"{what} {key[3:].replace('_', '-')}: present")
             continue
         name = key.partition("__")[0]

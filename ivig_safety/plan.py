@@ -15,13 +15,8 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerial
 
 from .units import RATE_SHAPES, Quantity, Shape, UnitError, expect, expecting
 
-#: Physical plausibility limits. They reject impossible input; they are not clinical thresholds.
-#: The heaviest person recorded weighed about 635 kg; the smallest surviving newborns about 0.25 kg.
-WEIGHT_KG = (0.25, 650.0)
-HEIGHT_CM = (20.0, 280.0)
-AGE_YEARS = (0.0, 130.0)
-#: One infusion day's step cannot last longer than the day.
-STEP_MINUTES = (0.0, 24 * 60.0)
+from .bounds import AGE_YEARS, DAYS, HEIGHT_CM, INTERVAL_DAYS, MAX_ID_CHARS, MAX_ID_INT, MAX_STEPS, STEP_MINUTES, \
+    WEIGHT_KG
 
 
 def _schema(what: str, example: str) -> WithJsonSchema:
@@ -124,7 +119,17 @@ class Patient(_Model):
 class DosePlan(_Model):
     per_course: Dose | None = None
     per_day: Dose | None = None
-    days: Annotated[int, Field(ge=1, le=31, strict=True)]
+    days: Annotated[int, Field(ge=DAYS[0], le=DAYS[1], strict=True)]
+    since_previous_course: Duration | None = Field(
+        default=None, description="time since the previous course began, e.g. '21 d': an early repeat is flagged")
+
+    @field_validator("since_previous_course")
+    @classmethod
+    def _interval(cls, value: Quantity | None) -> Quantity | None:
+        low, high = INTERVAL_DAYS
+        if value is not None and not low <= value.canonical / (24 * 60) <= high:
+            raise ValueError(f"must be {low:g} to {high:g} days, not {value}")
+        return value
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "DosePlan":
@@ -165,7 +170,19 @@ class Plan(_Model):
     indication: Annotated[str, Field(min_length=1)]
     patient: Patient
     dose: DosePlan
-    steps: Annotated[list[Step], Field(min_length=1, max_length=50)]  # one day; more is not a titration
+    steps: Annotated[list[Step], Field(min_length=1, max_length=MAX_STEPS)]  # one day; more is not a titration
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (str, int, type(None))):
+            raise ValueError("an order id is text or a whole number")
+        if isinstance(value, int) and abs(value) > MAX_ID_INT:
+            raise ValueError(f"a numeric order id must be within +/-{MAX_ID_INT} (what every JSON reader keeps "
+                             "exactly); send a longer id as text")
+        if isinstance(value, str) and len(value) > MAX_ID_CHARS:
+            raise ValueError(f"an order id is at most {MAX_ID_CHARS} characters")
+        return value
 
     @field_validator("product")
     @classmethod

@@ -62,24 +62,80 @@ SCHEMA: dict[str, Callable[[Any], Any]] = {
     "dose_rounding": _choice("none", "nearest-vial", "nearest-5g"),
     "dose_rounding_tolerance": _number(0, 0.2),
     "volume_load_daily": _quantity(Shape.VOLUME),
+    "volume_load_daily_per_kg": _quantity(Shape.VOLUME_PER_MASS),
+    "max_daily_dose": _quantity(Shape.MASS_PER_MASS),
+    "max_course_dose": _quantity(Shape.MASS_PER_MASS),
+    "adult_age_from": _number(12, 21),
+    "pump_tolerance": _number(0, 0.05),
+    "min_schedule_step": _quantity(Shape.TIME),
 }
+
+#: The keys that set how strict a boxed-warning or absolute-limit check is, and which way is stricter. A site value
+#: on the lenient side of the bundled default is flagged in every report (a site may choose it; it may not hide it).
+STRICTER_WHEN: dict[str, str] = {
+    "advanced_age_over": "lower",
+    "at_risk_rate_when_label_silent": "lower",
+    "high_daily_dose": "lower",
+    "volume_load_daily": "lower",
+    "volume_load_daily_per_kg": "lower",
+    "max_daily_dose": "lower",
+    "max_course_dose": "lower",
+    "dose_ratio_above_label": "lower",
+    "dose_ratio_below_label": "higher",
+    "pump_tolerance": "lower",
+    "adult_age_from": "higher",
+}
+
+#: The bundled policy's name: a site file may not take it.
+DEFAULT_NAME = "ivig-safety default policy"
+
+
+@dataclass(frozen=True)
+class PolicyChange:
+    """One key a site file set to something other than the bundled default."""
+
+    key: str
+    default: str
+    value: str
+    less_strict: bool  # on the lenient side of the default for a boxed-warning or absolute-limit check
 
 
 @dataclass(frozen=True)
 class Policy:
-    """Validated policy values, the provenance of each, and the identity (name, sha256) of the files behind them."""
+    """Validated policy values, the provenance of each, the identity (name, sha256) of the files behind them, and
+    every change a site file made to the bundled defaults."""
 
     name: str
     values: dict[str, Any]
     provenance: dict[str, str]
     sha256: str
+    changes: tuple[PolicyChange, ...] = ()
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
 
     @property
-    def identity(self) -> dict[str, str]:
-        return {"name": self.name, "sha256": self.sha256}
+    def identity(self) -> dict[str, Any]:
+        return {"name": self.name, "sha256": self.sha256,
+                "changes": [{"key": c.key, "default": c.default, "value": c.value, "less_strict": c.less_strict}
+                            for c in self.changes]}
+
+
+def _shown(value: Any) -> str:
+    return str(value) if not isinstance(value, float) else f"{value:g}"
+
+
+def _less_strict(key: str, default: Any, value: Any) -> bool:
+    """Whether a site value weakens a check. A rate in another unit basis (mL/kg/min against mg/kg/min) cannot be
+    compared without a product's concentration, so it counts as weaker until a person has looked."""
+    direction = STRICTER_WHEN.get(key)
+    if direction is None:
+        return False
+    if isinstance(default, Quantity):
+        if value.shape is not default.shape:
+            return True
+        default, value = default.canonical, value.canonical
+    return value > default if direction == "lower" else value < default
 
 
 def _read(path: Path, *, require_all: bool) -> tuple[str, dict[str, Any], dict[str, str]]:
@@ -108,12 +164,20 @@ def load_policy(default: Path, overlay: Path | None = None) -> Policy:
     """Load the default policy, then overlay a site's file on it (validated the same way, unknown keys refused)."""
     name, values, provenance = _read(default, require_all=True)
     digest = hashlib.sha256(default.read_bytes())
+    changes: list[PolicyChange] = []
     if overlay is not None:
         site_name, site_values, site_provenance = _read(overlay, require_all=False)
+        if DEFAULT_NAME.casefold() in site_name.casefold():
+            raise RuleFileError(str(overlay), "name", f"{DEFAULT_NAME!r} is the bundled policy's name; "
+                                                      "name your site policy after your site")
+        for key, value in site_values.items():
+            if value != values[key]:
+                changes.append(PolicyChange(key, _shown(values[key]), _shown(value),
+                                            _less_strict(key, values[key], value)))
         values.update(site_values)
         provenance.update(site_provenance)
         name = f"{site_name} (over {name})"
         digest.update(overlay.read_bytes())
     if values["dose_ratio_below_label"] >= values["dose_ratio_above_label"]:
         raise RuleFileError(str(overlay or default), "dose_ratio_below_label", "must be below dose_ratio_above_label")
-    return Policy(name, values, provenance, digest.hexdigest())
+    return Policy(name, values, provenance, digest.hexdigest(), tuple(changes))

@@ -27,6 +27,10 @@ class RateTriple(_Model):
 
 
 class Finding(_Model):
+    """One decision for the prescriber. Rules that reach the same decision (the same cap, or the same group) are
+    merged into one finding: ``rule``/``kind`` are the first rule's, ``rules``/``kinds`` list every rule merged in,
+    and the message and citation hold each rule's reason and source."""
+
     kind: str
     severity: Severity
     rule: str
@@ -34,6 +38,8 @@ class Finding(_Model):
     citation: str
     step: int | None = Field(default=None, description="1-based step of the plan at fault, where one is")
     suggested_max_rate: RateTriple | None = None
+    rules: list[str] = Field(default_factory=list, description="every rule this finding stands for (merged)")
+    kinds: list[str] = Field(default_factory=list, description="the kinds of those rules")
 
 
 class ScheduleStep(_Model):
@@ -81,11 +87,21 @@ class DispenseReport(_Model):
 class RuleSetIdentity(_Model):
     version: str
     sha256: str
+    bundled: bool = Field(default=True, description="the rule set shipped with this version of ivig-safety")
+    path: str | None = Field(default=None, description="where a rule set from outside the package was loaded from")
+
+
+class PolicyChange(_Model):
+    key: str
+    default: str
+    value: str
+    less_strict: bool = Field(description="weakens a boxed-warning or absolute-limit check against the default")
 
 
 class PolicyIdentity(_Model):
     name: str
     sha256: str
+    changes: list[PolicyChange] = Field(default_factory=list, description="every key a site file changed")
 
 
 class Report(_Model):
@@ -98,6 +114,9 @@ class Report(_Model):
     dispense: DispenseReport
     ruleset: RuleSetIdentity
     policy: PolicyIdentity
+    pump_tolerance_used: list[str] = Field(
+        default_factory=list,
+        description="where a rate above a label figure was let through by the policy's pump tolerance")
 
     def to_json_dict(self) -> dict:
         """The JSON form, exactly what ``ivig-safety check --format json`` prints."""

@@ -39,13 +39,15 @@ KINDS = (
     "hemolysis-risk", "aseptic-meningitis-risk", "volume-overload-risk", "hydration",
 )
 SEVERITIES = ("info", "warning", "critical")
-_RULE_KEYS = {"id", "kind", "severity", "when", "cap", "step", "message", "citation", "description"}
+_RULE_KEYS = {"id", "kind", "severity", "when", "cap", "step", "message", "citation", "description", "group"}
 _OPS = {">": "$gt", ">=": "$gte", "<": "$lt", "<=": "$lte", "==": "$eq", "!=": "$neq"}
 _CLAUSE = re.compile(r"^\s*([a-z_][a-z0-9_]*)\s*(>=|<=|==|!=|>|<)\s*(.+?)\s*$")
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 _CITE_FIXED = {"max_rate", "initial_rate", "initial_hold", "at_risk_rate", "dose", "titration", "concentration",
-               "sucrose"}
-_CITE_KEYED = ("excipient:", "contraindication:", "avoid:", "policy:")
+               "sucrose", "population", "label"}
+_CITE_KEYED = ("excipient:", "contraindication:", "avoid:", "policy:", "warning:", "minimum_rate_also_for:")
+#: Reasons a product file may give for the minimum practicable rate beyond renal and thrombosis risk.
+_MINIMUM_RATE_REASONS = {"volume-overload"}
 _EXTRA_PLACEHOLDERS = {"blood_group", "step", "step_rate", "over_cap_steps", "risk_factors", "product_name", "cap"}
 
 Cap = str | Quantity  # a field name (a rate field of the facts) or a fixed quantity
@@ -68,6 +70,7 @@ class Rule:
     risk_factors: tuple[str, ...] = ()
     keys: frozenset[str] = field(default_factory=frozenset)
     description: str | None = None
+    group: str | None = None  # findings of one group (and severity) are merged into one
 
     @cached_property
     def static(self) -> bool:
@@ -137,11 +140,12 @@ class _Compiler:
         names = [value] if isinstance(value, str) else value
         if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
             raise ValueError(f"'{prefix}' takes a name or a list of names")
-        known = self.excipients if prefix == "excipient" else self.vocabulary.risk_factors
+        known = {"excipient": self.excipients, "label_minimum_rate_for": _MINIMUM_RATE_REASONS}.get(
+            prefix, self.vocabulary.risk_factors)
         for name in names:
             if name not in known:
                 raise ValueError(f"unknown {prefix.replace('_', ' ')} {name!r}; known: {', '.join(sorted(known))}")
-        if prefix != "excipient":
+        if prefix in ("risk_factor", "contraindicated", "avoided"):
             self.risk_factors.extend(n for n in names if n not in self.risk_factors)
         parts = []
         for name in names:
@@ -247,10 +251,14 @@ def _describe(spec: FieldSpec) -> str:
     return {"number": "a plain number", "bool": "true or false", "text": "text"}[spec.kind]
 
 
-def _check_template(template: str, where: str) -> None:
+def _check_template(template: str, where: str, policy: Policy) -> None:
     for name in _PLACEHOLDER.findall(template):
         if name in FIELDS or name in _EXTRA_PLACEHOLDERS:
             continue
+        if name.startswith("policy."):
+            if name.removeprefix("policy.") in policy.values:
+                continue
+            raise ValueError(f"unknown policy key in placeholder {{{name}}} in {where}")
         if name.startswith("cite."):
             key = name.removeprefix("cite.")
             if key in _CITE_FIXED or (key.startswith(_CITE_KEYED) and key.split(":", 1)[1]):
@@ -293,7 +301,7 @@ def _build_rule(raw: Any, source: str, policy: Policy, vocabulary: Any, excipien
         for text_key in ("message", "citation"):
             if not isinstance(raw[text_key], str) or not raw[text_key].strip():
                 raise ValueError(f"'{text_key}' must be non-empty text")
-            _check_template(raw[text_key], text_key)
+            _check_template(raw[text_key], text_key, policy)
         compiler = _Compiler(policy, vocabulary, excipients)
         condition = compiler.compile(raw["when"])
         cap = _compile_cap(raw["cap"], policy) if raw.get("cap") is not None else None
@@ -302,12 +310,15 @@ def _build_rule(raw: Any, source: str, policy: Policy, vocabulary: Any, excipien
             raise ValueError("step must be 'first' or 'over-cap'")
         if step == "over-cap" and cap is None:
             raise ValueError("step: over-cap needs a cap")
+        group = raw.get("group")
+        if group is not None and not (isinstance(group, str) and re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", group)):
+            raise ValueError("group must be a kebab-case name")
     except (ValueError, UnitError) as exc:
         raise RuleFileError(source, rule_id, str(exc)) from None
     return Rule(id=rule_id, kind=raw["kind"], severity=raw["severity"], condition=condition,
                 message=" ".join(raw["message"].split()), citation=" ".join(raw["citation"].split()),
                 source=source, when=raw["when"], cap=cap, step=step, risk_factors=tuple(compiler.risk_factors),
-                keys=frozenset(compiler.keys), description=raw.get("description"))
+                keys=frozenset(compiler.keys), description=raw.get("description"), group=raw.get("group"))
 
 
 def load_rules(root: Path, policy: Policy, vocabulary: Any, excipients: set[str],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from .facts import Facts
 from .fields import SCALE
@@ -100,20 +101,28 @@ def _rungs(facts: Facts, cap: float, policy: Policy) -> list[tuple[float, float]
 
 
 def _schedule(facts: Facts, rungs: list[tuple[float, float]], policy: Policy) -> tuple[list[ScheduleStep], float]:
+    """Program the rungs until the day's volume is in. No step is shorter than the policy's ``min_schedule_step``
+    (a label hold of 10 min becomes 15), except the last when the dose runs out; a final rung that would run
+    shorter than that is dropped and the step before it runs on until the dose is in (slower, never faster)."""
+    shortest = float(policy["min_schedule_step"].canonical)
     remaining = float(facts.values["daily_volume"])
-    total = 0.0
-    steps: list[ScheduleStep] = []
+    plan: list[tuple[Any, float, float]] = []  # (rate triple, minutes, mL)
     for n, (rate, minutes) in enumerate(rungs):
         triple = rate_triple(facts, rate, policy)
         ml_per_min = triple.ml_per_h / 60.0
+        minutes = max(minutes, shortest)
         needed = remaining / ml_per_min
         last = n == len(rungs) - 1 or needed <= minutes
+        if last and plan and needed < shortest:
+            previous, held, volume = plan.pop()  # the short final rung merges into the step before it
+            plan.append((previous, held + remaining / (previous.ml_per_h / 60.0), volume + remaining))
+            break
         duration = needed if last else minutes
         volume = remaining if last else duration * ml_per_min
-        steps.append(ScheduleStep(step=n + 1, rate=triple, duration_min=round(duration, 2),
-                                  volume_ml=_floor3(volume)))
-        total += duration
+        plan.append((triple, duration, volume))
         remaining -= volume
         if last:
             break
-    return steps, round(total, 2)
+    steps = [ScheduleStep(step=n + 1, rate=triple, duration_min=round(minutes, 2), volume_ml=_floor3(volume))
+             for n, (triple, minutes, volume) in enumerate(plan)]
+    return steps, round(sum(minutes for _, minutes, _ in plan), 2)

@@ -22,8 +22,9 @@ def run(*args: str):
 def test_products_table_lists_every_product() -> None:
     result = run("products")
     assert result.exit_code == 0
-    for product_id in get_checker().catalogue.products:
-        assert product_id[:10] in result.stdout
+    flat = "".join(result.stdout.split())
+    for product in get_checker().catalogue.products.values():
+        assert product.id[:8] in result.stdout and product.label.revised in flat
 
 
 def test_products_show_by_display_name() -> None:
@@ -38,7 +39,7 @@ def test_rules_list_and_show() -> None:
     shown = run("rules", "show", "thrombosis-risk")
     assert shown.exit_code == 0
     assert "peak_rate > at_risk_rate" in shown.stdout and "cap: at_risk_rate" in shown.stdout
-    assert "Boxed warning" in shown.stdout
+    assert "cite.warning:boxed-warning" in shown.stdout
     assert run("rules", "show", "nope").exit_code == 2
 
 

@@ -81,8 +81,8 @@ def test_absent_fields_never_match_a_field_comparison() -> None:
     labelled = checker.parse(PLANS[0])
     unlabelled = checker.parse({**PLANS[0], "indication": "cidp"})
     policy = checker.policy
-    with_fields = build_facts(labelled, checker.catalogue.products["octagam-10"], policy)
-    without = build_facts(unlabelled, checker.catalogue.products["octagam-10"], policy)
+    with_fields = build_facts(labelled, checker.catalogue.products["octagam-10"], policy, checker.knowledge)
+    without = build_facts(unlabelled, checker.catalogue.products["octagam-10"], policy, checker.knowledge)
     assert "label_days_min" not in without.values
     for _ in range(50):
         checker.engine.evaluate(with_fields.encode(checker.engine.encoding))

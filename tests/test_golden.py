@@ -21,8 +21,8 @@ def test_golden_case(path: Path) -> None:
     case = yaml.safe_load(path.read_text())
     expect = case["expect"]
     report = check(case["plan"])
-    fired = {f.rule for f in report.findings}
-    actionable = {f.kind for f in report.findings if f.severity != "info"}
+    fired = {rule for f in report.findings for rule in f.rules}
+    actionable = {kind for f in report.findings if f.severity != "info" for kind in f.kinds}
 
     assert report.verdict == expect["verdict"]
     assert actionable == set(expect["kinds"])
@@ -35,7 +35,11 @@ def test_golden_case(path: Path) -> None:
         assert ml_per_h - 0.1 - 1e-9 <= cap.ml_per_h <= ml_per_h + 1e-9
         assert cap.mg_per_kg_min <= mg + 1e-9
     if "step" in expect:
-        finding = next(f for f in report.findings if f.rule == expect["step"]["rule"])
+        finding = next(f for f in report.findings if expect["step"]["rule"] in f.rules)
         assert finding.step == expect["step"]["step"]
+    for severity in ("critical", "warning", "info"):
+        if severity in expect.get("count", {}):
+            count = sum(f.severity == severity for f in report.findings)
+            assert count == expect["count"][severity], (severity, report.findings)
     for finding in report.findings:
         assert finding.citation and "{" not in finding.citation and "{" not in finding.message

@@ -109,9 +109,13 @@ def test_a_pharmacist_can_add_a_rule_without_python(rules_copy: Path) -> None:
 
 
 def test_tightening_a_threshold_in_yaml_changes_the_verdict(rules_copy: Path) -> None:
-    _edit_rule(rules_copy, "dose.yaml", "high-dose", severity="warning", when="dose_per_course >= 1.5 g/kg")
+    before = Checker(rules_copy).check(plan(**{"dose.per_course": "1.6 g/kg"}))
+    assert "high-dose" not in {f.kind for f in before.findings}
+    _edit_rule(rules_copy, "class-warnings.yaml", "high-dose", severity="warning",
+               when="dose_per_course >= 1.5 g/kg")
     report = Checker(rules_copy).check(plan(**{"dose.per_course": "1.6 g/kg"}))
-    assert report.verdict == "warn" and "high-dose" in {f.kind for f in report.findings}
+    assert report.verdict == "warn" and any(f.kind == "high-dose" and f.severity == "warning"
+                                            for f in report.findings)
 
 
 def test_policy_overlay_changes_what_it_says_and_nothing_else(tmp_path: Path) -> None:
