@@ -142,7 +142,7 @@ def merge_findings(fired: list[Rule], findings: list[Finding], facts: Facts) -> 
         first = members[0]
         merged.append(first.model_copy(update={
             "message": " ".join(dict.fromkeys(f.message for f in members)),
-            "citation": " | ".join(dict.fromkeys(f.citation for f in members)),
+            "citation": "; ".join(dict.fromkeys(part for f in members for part in f.citation.split("; "))),
             "step": min((f.step for f in members if f.step is not None), default=None),
             "rules": [r for f in members for r in f.rules],
             "kinds": list(dict.fromkeys(k for f in members for k in f.kinds)),
