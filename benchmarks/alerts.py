@@ -40,20 +40,24 @@ def generate(n: int, seed: int) -> Iterator[dict[str, Any]]:
     from ivig_safety import get_checker
 
     checker = get_checker()
+    ceiling = checker.policy["max_daily_dose"].canonical
     entries = [(p, ind, e) for p in checker.catalogue.products.values() for ind, e in p.indications.items()]
     rng = random.Random(seed)
     for index in range(n):
         product, indication, entry = rng.choice(entries)
         pounds = rng.random() < 0.3
-        kg = rng.uniform(45, 120)
+        kg = round(rng.uniform(45, 120), 1)
         if pounds:
             kg = round(kg / LB) * LB
         regimen = rng.choice(entry.regimens)
-        days = rng.randint(regimen.days.min, regimen.days.max)
         dose = regimen.per_day or regimen.per_course
         assert dose is not None
-        amount = rng.uniform(dose.min.canonical, dose.max.canonical)
         key = "per_day" if regimen.per_day is not None else "per_course"
+        while True:  # within the regimen and within the policy's daily ceiling (a monthly MMN total is split)
+            days = rng.randint(regimen.days.min, regimen.days.max)
+            amount = round(rng.uniform(dose.min.canonical, dose.max.canonical), 3)
+            if (amount if key == "per_day" else amount / days) <= ceiling:
+                break
         c = product.concentration_mg_per_ml
         initial = product.rate_mg_kg_min(entry.initial_rate.quantity)
         maximum = product.rate_mg_kg_min(entry.max_rate.quantity)
@@ -68,7 +72,7 @@ def generate(n: int, seed: int) -> Iterator[dict[str, Any]]:
         risk = [rng.choice(RISKS)] if rng.random() < 0.4 else []
         yield {
             "id": f"gen-{index}", "product": product.id, "indication": indication,
-            "patient": {"weight": f"{round(kg / LB)} lb" if pounds else f"{kg:.1f} kg",
+            "patient": {"weight": f"{round(kg / LB)} lb" if pounds else f"{kg} kg",
                         "age": rng.randint(18, 90), "risk_factors": risk},
             "dose": {key: f"{amount:.3f} g/kg", "days": days},
             "steps": steps,
@@ -79,6 +83,7 @@ def measure(paths: list[str]) -> dict[str, Any]:
     from ivig_safety import InvalidPlanError, check
 
     per_plan: Counter[str] = Counter()
+    by_rules: Counter[str] = Counter()
     verdicts: Counter[str] = Counter()
     invalid = 0
     plans = 0
@@ -95,9 +100,12 @@ def measure(paths: list[str]) -> dict[str, Any]:
             verdicts[report.verdict] += 1
             for finding in report.findings:
                 per_plan[finding.severity] += 1
+                rules = getattr(finding, "rules", None) or [finding.rule]  # older versions have no merged rules
+                by_rules[f"{finding.severity} {'+'.join(rules)}"] += 1
     return {
         "plans": plans, "invalid": invalid, "verdicts": dict(verdicts),
         "per_plan": {s: round(per_plan[s] / max(plans, 1), 3) for s in ("critical", "warning", "info")},
+        "findings": dict(by_rules.most_common()),
     }
 
 

@@ -79,7 +79,7 @@ def test_absent_fields_never_match_a_field_comparison() -> None:
     """Regression: durable_rules' $m references matched stale values when a field was absent."""
     checker = get_checker()
     labelled = checker.parse(PLANS[0])
-    unlabelled = checker.parse({**PLANS[0], "indication": "cidp"})
+    unlabelled = checker.parse({**PLANS[0], "indication": "stiff-person-syndrome"})  # no regimen anywhere
     policy = checker.policy
     with_fields = build_facts(labelled, checker.catalogue.products["octagam-10"], policy, checker.knowledge)
     without = build_facts(unlabelled, checker.catalogue.products["octagam-10"], policy, checker.knowledge)
