@@ -66,6 +66,8 @@ class _Session:
         """Free the C core's rulesets (durable_rules never frees them itself: about 350 KB a session)."""
         handles, self.handles = self.handles, []
         for handle in handles:
+            # the session's state first: deleting only the ruleset leaves about 0.5 MB of a used session behind
+            _dre.delete_state(handle, "0")
             _dre.delete_ruleset(handle)
 
     def run(self, fact: dict[str, Any]) -> set[str]:
