@@ -5,34 +5,122 @@ dimensionless like ``%``, and ``mg/kg/min`` has the dimension 1/[time] like ``mL
 enough. Every unit is therefore classified by the dimensions of its numerator and its denominator separately
 (mass per mass per time, volume per time, ...), and only the shapes a field accepts get through.
 
+A quantity is a number and a unit and nothing else. pint reads more than that (``#`` starts a comment, Unicode digits
+are digits, prefixes run to ronna and quetta), so the text is held to a strict form before pint sees it: an ASCII
+number, a unit of letters, digits, ``/ * . ^ ( ) %``, spaces and the micro sign, at most ``MAX_UNIT_CHARS`` long;
+the magnitude, and the value in the canonical unit, finite and at most ``MAX_MAGNITUDE``. The error names the
+offending character by its code point, so a control or bidi character in the input never reaches a terminal.
+
 Parsing a compound unit with pint costs 100-175 us a call, so unit strings are parsed once and cached, the number is
 read with a regular expression, and everything downstream works with plain floats in canonical units.
+
+pint's own disk cache (``cache_folder=":auto:"``) is a pickle in ~/.cache/pint, shared with every pint program of the
+account and unpickled without a check: whoever can write there runs code in this process. The cache used here is a
+private folder (see :func:`private_cache_folder`), verified before every use; when it cannot be trusted the
+definitions are parsed instead (about 350 ms more at start-up).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Callable
 
 import pint
 
+#: Longest unit text accepted ("mL/kg/min" is 9); longer text is refused before pint parses it.
+MAX_UNIT_CHARS = 40
+#: Longest quantity text accepted (number, spaces and unit); refused before parsing or caching.
+MAX_QUANTITY_CHARS = 80
+#: Largest magnitude, and largest value in the canonical unit, any quantity may have. Far beyond anything real
+#: (the plan model sets the plausible range per field), and small enough that the engine's integer millionths
+#: (fields.SCALE) and every later product of two quantities stay finite and within 64 bits.
+MAX_MAGNITUDE = 1e12
+
+
+def private_cache_folder() -> Path | None:
+    """The folder pint's parsed definitions may be cached in, or None when no folder can be trusted.
+
+    ``$XDG_CACHE_HOME/ivig-safety/pint-<pint version>`` (``~/.cache/...`` when XDG_CACHE_HOME is unset or not an
+    absolute path), created with mode 0700. It is used only if the two folders this package creates are real
+    directories (not symlinks), owned by this user and closed to group and others, everything in the cache folder is
+    a regular file of this user that nobody else may write, and the base folder is not one another user could swap
+    them in (writable by others without the sticky bit, or owned by another user than this one or root).
+    """
+    base_text = os.environ.get("XDG_CACHE_HOME", "")
+    if not base_text or not os.path.isabs(base_text):
+        home = os.path.expanduser("~")
+        if not os.path.isabs(home):
+            return None
+        base_text = os.path.join(home, ".cache")
+    base = Path(base_text)
+    app = base / "ivig-safety"
+    folder = app / f"pint-{pint.__version__}"
+    try:
+        base.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = os.stat(base)  # the user's own cache folder may be a symlink (e.g. to another disk): its target counts
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid not in (os.getuid(), 0):
+            return None
+        if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
+            return None
+        for path in (app, folder):
+            try:
+                os.mkdir(path, 0o700)
+            except FileExistsError:
+                pass
+            if not _private_dir(path):
+                return None
+        for entry in os.scandir(folder):
+            entry_info = entry.stat(follow_symlinks=False)
+            if not stat.S_ISREG(entry_info.st_mode) or entry_info.st_uid != os.getuid() \
+                    or entry_info.st_mode & 0o022:
+                return None
+    except OSError:
+        return None
+    return folder
+
+
+def _private_dir(path: Path) -> bool:
+    """A real directory (not a symlink), owned by this user, with no permission for group or others."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o077
+
+
 def _registry() -> pint.UnitRegistry:
     """pint parses its definition file on every start (about 350 ms); with a cache folder it loads in about 30 ms.
-    A read-only home must not stop the engine, so an unusable cache falls back to parsing."""
-    try:
-        return pint.UnitRegistry(autoconvert_offset_to_baseunit=False, cache_folder=":auto:")
-    except Exception:  # noqa: BLE001 - any cache problem: parse the definitions instead
-        return pint.UnitRegistry(autoconvert_offset_to_baseunit=False)
+    The cache is the private folder or nothing: a read-only home, or a folder that fails verification, falls back to
+    parsing."""
+    folder = private_cache_folder()
+    if folder is not None:
+        try:
+            return pint.UnitRegistry(autoconvert_offset_to_baseunit=False, cache_folder=folder)
+        except Exception:  # noqa: BLE001 - any cache problem (e.g. a stale or truncated file): parse instead
+            pass
+    return pint.UnitRegistry(autoconvert_offset_to_baseunit=False)
 
 
 #: The single registry of the package. Created eagerly at import, because contexts and definitions are registry-wide.
 ureg: pint.UnitRegistry = _registry()
 
-_NUMBER = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*(.*?)\s*$")
+#: "value unit": an ASCII number ([0-9.eE+-] only: Python's \\d also matches Arabic-Indic or fullwidth digits), then
+#: the unit. Spaces only (no tabs, no Unicode spaces) around and between them.
+_NUMBER = re.compile(r" *([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?) *(.*?) *", re.ASCII)
+#: Everything a unit may contain: ASCII letters and digits, / * . ^ ( ) %, space, and the micro sign (U+00B5) or
+#: Greek mu (U+03BC). Notably not '#' (pint reads the rest of the text as a comment), '-', '_', ',', ';' or quotes.
+_UNIT_TEXT = re.compile(r"[A-Za-z0-9/*.^()% \u00b5\u03bc]*")
+#: The characters of a whole quantity text: a unit's, and the number's sign.
+_QUANTITY_TEXT = re.compile(r"[A-Za-z0-9/*.^()% \u00b5\u03bc+-]*")
+#: Bidirectional formatting characters (they reorder what a reader sees): ALM, LRM, RLM, LRE..RLO, LRI..PDI.
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 class UnitError(ValueError):
@@ -138,6 +226,7 @@ def _part_dimensionality(units: dict[str, float], sign: int) -> Any:
 @lru_cache(maxsize=4096)
 def parse_unit(text: str) -> ParsedUnit:
     """Parse and classify a unit string (cached: pint's parser is the slowest step of reading a plan)."""
+    _screen(text, _UNIT_TEXT, MAX_UNIT_CHARS, "a unit")
     cleaned = text.strip()
     if cleaned in ("", "1"):
         return ParsedUnit(cleaned, Shape.DIMENSIONLESS, 1.0)
@@ -159,15 +248,29 @@ def parse_unit(text: str) -> ParsedUnit:
             shape = Shape.DIMENSIONLESS  # %, ppm
         else:
             return ParsedUnit(cleaned, Shape.OTHER, math.nan)
-    factor = float(ureg.Quantity(1.0, unit).to(CANONICAL[shape]).magnitude) if shape is not Shape.DIMENSIONLESS \
-        else float(ureg.Quantity(1.0, unit).to("dimensionless").magnitude)
+    try:
+        factor = float(ureg.Quantity(1.0, unit).to(CANONICAL[shape] if shape is not Shape.DIMENSIONLESS
+                                                    else "dimensionless").magnitude)
+    except (ArithmeticError, ValueError) as exc:  # e.g. OverflowError for a prefix raised to a huge power
+        raise UnitError(f"unit {cleaned!r} is out of range") from exc
+    if not math.isfinite(factor) or factor == 0:
+        raise UnitError(f"unit {cleaned!r} is out of range")
     return ParsedUnit(cleaned, shape, factor)
 
 
 def parse_quantity(value: Any) -> Quantity:
-    """Read "70 kg", {"value": 70, "unit": "kg"} or a bare number (dimensionless) into a finite Quantity."""
+    """Read "70 kg", {"value": 70, "unit": "kg"} or a bare number (dimensionless) into a finite Quantity.
+
+    Raises :class:`UnitError` naming the problem for anything else: text that is not exactly a number and a unit
+    (see the module's docstring), a magnitude or canonical value that is not finite or beyond ``MAX_MAGNITUDE``.
+    """
     if isinstance(value, Quantity):
         return value
+    if isinstance(value, str):
+        if len(value) > MAX_QUANTITY_CHARS:  # before the cache: a megabyte of text is never a key
+            raise UnitError(f"a quantity is longer than {MAX_QUANTITY_CHARS} characters; write a number and a unit, "
+                            f'e.g. "70 kg"')
+        return _parse_text(value)
     if isinstance(value, dict):
         extra = set(value) - {"value", "unit"}
         if extra or "value" not in value or "unit" not in value:
@@ -177,29 +280,82 @@ def parse_quantity(value: Any) -> Quantity:
             raise UnitError(f"value must be a number, not {type(magnitude).__name__}")
         if not isinstance(unit_text, str):
             raise UnitError("unit must be a string")
-        magnitude = float(magnitude)
-    elif isinstance(value, str):
-        return _parse_text(value)
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        magnitude, unit_text = float(value), ""
+        magnitude, unit_text = value, ""
     else:
         raise UnitError(f'expected a quantity such as "70 kg" or {{"value": 70, "unit": "kg"}}, '
                         f"not {type(value).__name__}")
-    if not math.isfinite(magnitude):
-        raise UnitError("value must be a finite number")
-    return Quantity(magnitude, parse_unit(unit_text))
+    return _quantity(_magnitude(magnitude), parse_unit(unit_text))
 
 
 @lru_cache(maxsize=65536)
 def _parse_text(value: str) -> Quantity:
     """A "value unit" string, parsed once: order files repeat the same few quantities thousands of times."""
-    match = _NUMBER.match(value)
+    _screen(value, _QUANTITY_TEXT, MAX_QUANTITY_CHARS, "a quantity")
+    match = _NUMBER.fullmatch(value)
     if not match:
         raise UnitError(f'{value!r} is not a quantity; write a number and a unit, e.g. "70 kg"')
-    magnitude = float(match.group(1))
+    return _quantity(_magnitude(float(match.group(1))), parse_unit(match.group(2)))
+
+
+def _magnitude(value: int | float) -> float:
+    """A finite float within MAX_MAGNITUDE (an int too large for a float is out of range, not an OverflowError)."""
+    try:
+        magnitude = float(value)
+    except OverflowError:
+        raise UnitError(f"value is out of range: at most {MAX_MAGNITUDE:g} in absolute value") from None
     if not math.isfinite(magnitude):
         raise UnitError("value must be a finite number")
-    return Quantity(magnitude, parse_unit(match.group(2)))
+    if abs(magnitude) > MAX_MAGNITUDE:
+        raise UnitError(f"value {magnitude:g} is out of range: at most {MAX_MAGNITUDE:g} in absolute value")
+    return magnitude
+
+
+def _quantity(magnitude: float, unit: ParsedUnit) -> Quantity:
+    """The Quantity, once its value in the canonical unit is known to be finite, non-zero if the magnitude is, and
+    within MAX_MAGNITUDE (a ronna- or quetta-prefixed unit can take a small number far out of range)."""
+    quantity = Quantity(magnitude, unit)
+    if unit.shape is not Shape.OTHER:  # a unit of no known shape is refused by the field, naming its shape
+        canonical = quantity.canonical
+        target = CANONICAL[unit.shape] or "no unit"
+        if not math.isfinite(canonical) or abs(canonical) > MAX_MAGNITUDE:
+            raise UnitError(f"{magnitude:g} {unit.text} is {canonical:g} {target}, out of range: at most "
+                            f"{MAX_MAGNITUDE:g} {target} in absolute value")
+        if canonical == 0 and magnitude != 0:
+            raise UnitError(f"{magnitude:g} {unit.text} is too small to represent in {target}")
+    return quantity
+
+
+def _screen(text: str, allowed: re.Pattern[str], limit: int, what: str) -> None:
+    """Refuse text longer than ``limit`` or with a character outside ``allowed``, naming the character by its
+    code point (never echoing it: it may be a control or bidi character meant for a terminal)."""
+    if len(text) > limit:
+        raise UnitError(f"{what} is longer than {limit} characters")
+    if allowed.fullmatch(text):
+        return
+    position, char = next((i, c) for i, c in enumerate(text) if not allowed.fullmatch(c))
+    rule = "may only be a number and a unit" if allowed is _QUANTITY_TEXT else \
+        "may only contain letters, digits, / * . ^ ( ) %, spaces and the micro sign"
+    raise UnitError(f"{what} {rule}; character {position + 1} is {_describe(char)}")
+
+
+def _describe(char: str) -> str:
+    import unicodedata
+
+    code = f"U+{ord(char):04X}"
+    category = unicodedata.category(char)
+    if char == "#":
+        return "'#' (a comment is not part of a quantity)"
+    if category == "Cc":
+        return f"a control character {code}"
+    if char in _BIDI:
+        return f"a bidirectional control character {code}"
+    if category == "Nd":
+        return f"{code} ({unicodedata.name(char, 'a digit')}): write the number with ASCII digits 0-9"
+    if char.isascii() and char.isprintable():
+        return f"{char!r} (a unit is letters, digits, / * . ^ ( ) %% and spaces)".replace("%%", "%")
+    name = unicodedata.name(char, "")
+    return f"{code}" + (f" ({name})" if name else "") + " (use ASCII letters, digits and / * . ^ ( ) %)"
 
 
 def expect(value: Any, *shapes: Shape, what: str) -> Quantity:
@@ -261,11 +417,14 @@ def mg_per_kg_min_to(unit: ParsedUnit, rate: float, concentration_mg_per_ml: flo
 
 
 def format_number(value: float, significant: int = 4) -> str:
-    """A number as a person writes it: up to ``significant`` digits, no exponent, no trailing zeros."""
+    """A number as a person writes it: up to ``significant`` digits, no trailing zeros, no exponent (unless the
+    number is below 1e-9 or from 1e15 up, where the digits would run to hundreds of characters)."""
     if significant == 4 and 1e-3 <= abs(value) < 9999.5:
         return f"{value:.4g}"  # the common case, 10x faster; %g drops trailing zeros and uses no exponent here
     if value == 0 or not math.isfinite(value):
         return "0" if value == 0 else str(value)
+    if not 1e-9 <= abs(value) < 1e15:  # far outside any dose or rate: an exponent, not hundreds of digits
+        return f"{value:.{significant}g}"
     digits = max(significant - int(math.floor(math.log10(abs(value)))) - 1, 0)
     text = f"{round(value, digits):.{digits}f}"
     if "." in text:
