@@ -3,10 +3,11 @@
 Why this module is built the way it is:
 
 * **Every input row yields exactly one output row, in input order.** A corrupt, empty, huge or non-UTF-8 line
-  becomes an ``error`` row naming the line and the problem; an unexpected exception while checking one row (an
-  :class:`EngineError`, a bug) becomes an ``error`` row too, and the run goes on. A pharmacist reconciling a
-  night's orders must be able to match every input line with its output line, and "the row that vanished" is the
-  failure that hides an unchecked order.
+  becomes an ``error`` row naming the line and the problem; an unexpected exception while decoding, checking or
+  encoding one row (an :class:`EngineError`, a bug, an id orjson cannot write) becomes an ``error`` row too, marked
+  ``internal`` (not the row's fault: it was left unchecked), and the run goes on. A pharmacist reconciling a night's
+  orders must be able to match every input line with its output line, and "the row that vanished" is the failure
+  that hides an unchecked order. The CLI exits 4 when any row was left unchecked.
 * **Streaming.** Input is read as bytes, one line at a time with a length cap, and decoded per line; at most a
   bounded window of rows is in flight. Memory stays flat on a million rows, and results are written and flushed
   as they come, so an interrupted run leaves a valid prefix of the output.
@@ -16,7 +17,13 @@ Why this module is built the way it is:
   work is CPU-bound Python; each worker process builds its own :class:`Checker` in an initializer. The parent only
   reads lines and writes results, so the heavy work (decoding, validation, rules, messages) scales with the workers.
   ``concurrent.futures`` is used rather than ``multiprocessing.Pool.imap`` because a worker that dies (a crash in
-  the C core) makes ``imap`` wait forever, while the executor reports it; the rows it took become ``error`` rows.
+  the C core) makes ``imap`` wait forever, while the executor reports it. The rows of a chunk that was lost are
+  then re-run one at a time, alone in a fresh pool, so the one row that kills a worker is found and becomes an
+  ``error`` row ("a worker process died again ..."); every other row of the chunk keeps its verdict.
+* **A folder's symlinks are never followed** (an error row names the file; its target is never read or echoed),
+  and plan files are opened with O_NOFOLLOW and read only if they are regular files.
+* **Output text is terminal-safe**: JSON has control and bidi characters escaped, CSV cells go through
+  :func:`render.clean_text`.
 * **Duplicate keys are an error** in JSON Lines, as in YAML plans (yamlio.py): a row with two ``rate`` keys would
   otherwise be judged on one of them without a word.
 
@@ -26,6 +33,7 @@ Nothing clinical happens here: every verdict comes from :meth:`Checker.check`.
 from __future__ import annotations
 
 import csv
+import errno
 import gc
 import io
 import json
@@ -33,6 +41,7 @@ import multiprocessing
 import os
 import re
 import signal
+import stat
 import sys
 from collections import Counter, deque
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -41,10 +50,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping, NamedTuple
 
-import orjson
-
 from .check import Checker, get_checker
 from .errors import EngineError, InvalidPlanError
+from .render import clean_text, dumps_json
 from .yamlio import YamlError, parse_yaml
 
 #: A line (or a folder's plan file) longer than this is an error row, never parsed: a plan is a few hundred bytes,
@@ -84,7 +92,9 @@ class InputRow(NamedTuple):
 
 
 class BatchResult(NamedTuple):
-    """One output row. ``verdict`` is ok, warn, block or ``error`` (not checked: see ``errors``)."""
+    """One output row. ``verdict`` is ok, warn, block or ``error`` (not checked: see ``errors``). ``internal`` marks
+    an error row that is not the input's fault (the check, the encoding or a worker failed): the row was left
+    unchecked, and the run must not pass as if it had been checked. It is not part of the written row."""
 
     line: int
     id: str | int | None
@@ -94,6 +104,7 @@ class BatchResult(NamedTuple):
     max_ml_per_h: float | None
     findings: tuple[dict[str, Any], ...]
     errors: tuple[dict[str, str], ...]
+    internal: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON Lines form of the row."""
@@ -230,21 +241,29 @@ class _StreamSource(Source):
 
 class _FolderSource(Source):
     """A folder of plan files (.yaml, .yml, .json), one plan per file, in file-name order; ``line`` is the
-    file's 1-based position in that order and ``id`` falls back to the file name."""
+    file's 1-based position in that order and ``id`` falls back to the file name.
+
+    Symbolic links are never followed: a link with a plan suffix becomes an error row naming it (its target is not
+    read, so nothing of it is echoed), and every file is opened with O_NOFOLLOW (a file swapped for a link after
+    the listing is refused the same way) and read only if it is a regular file. Other entries (folders, FIFOs,
+    devices) are not plans and are skipped, as before.
+    """
 
     format = "folder"
 
     def __init__(self, folder: Path):
         self.folder = folder
         try:
-            names = sorted(e.name for e in os.scandir(folder)
-                           if e.name.lower().endswith(PLAN_SUFFIXES) and e.is_file())
+            entries = sorted((e.name, e.is_symlink()) for e in os.scandir(folder)
+                             if e.name.lower().endswith(PLAN_SUFFIXES)
+                             and (e.is_symlink() or e.is_file(follow_symlinks=False)))
         except OSError as exc:
             raise BatchInputError(f"{folder}: cannot read the folder: {exc.strerror or exc}") from None
-        if not names:
+        if not entries:
             raise BatchInputError(f"{folder}: no plan files ({', '.join(PLAN_SUFFIXES)}) in the folder")
-        self.names = names
-        self.total = len(names)
+        self.entries = entries
+        self.names = [name for name, _ in entries]
+        self.total = len(entries)
         self._done = 0
 
     @property
@@ -252,19 +271,47 @@ class _FolderSource(Source):
         return self._done
 
     def __iter__(self) -> Iterator[InputRow]:
-        for number, name in enumerate(self.names, 1):
-            path = self.folder / name
+        for number, (name, link) in enumerate(self.entries, 1):
             self._done = number
-            try:
-                with path.open("rb") as handle:
-                    data = handle.read(MAX_LINE_BYTES + 1)
-            except OSError as exc:
-                yield InputRow(number, "error", f"cannot read the file: {exc.strerror or exc}", name)
+            if link:
+                yield InputRow(number, "error", _SYMLINK, name)
                 continue
-            if len(data) > MAX_LINE_BYTES:
+            try:
+                data = _read_plan_file(self.folder / name)
+            except _NotAPlanFile as exc:
+                yield InputRow(number, "error", str(exc), name)
+                continue
+            if data is None:
                 yield InputRow(number, "error", _too_long("file"), name)
                 continue
             yield InputRow(number, "file", data, name)
+
+
+_SYMLINK = "a symbolic link: not followed (only regular files in the folder are read)"
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+class _NotAPlanFile(Exception):
+    """A folder entry that cannot be read as a plan file; the message names the problem, never the content."""
+
+
+def _read_plan_file(path: Path) -> bytes | None:
+    """The file's bytes, or None if it is longer than MAX_LINE_BYTES. Opened without following a symlink and
+    without blocking (a FIFO swapped in), and read only if it is a regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _NotAPlanFile(_SYMLINK) from None
+        raise _NotAPlanFile(f"cannot read the file: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise _NotAPlanFile("not a regular file: not read")
+            data = handle.read(MAX_LINE_BYTES + 1)
+        except OSError as exc:
+            raise _NotAPlanFile(f"cannot read the file: {exc.strerror or exc}") from None
+    return None if len(data) > MAX_LINE_BYTES else data
 
 
 def _column_name(cell: str) -> str:
@@ -510,31 +557,71 @@ def _echo(value: Any) -> str | int | None:
     return value
 
 
-def _error(line: int, plan_id: Any, errors: Iterable[dict[str, str]]) -> BatchResult:
-    return BatchResult(line, _echo(plan_id), "error", (), None, None, (), tuple(errors))
+def _error(line: int, plan_id: Any, errors: Iterable[dict[str, str]], internal: bool = False) -> BatchResult:
+    return BatchResult(line, _echo(plan_id), "error", (), None, None, (), tuple(errors), internal)
+
+
+def _internal(line: int, plan_id: Any, why: str) -> BatchResult:
+    """An error row for a row left unchecked by something that is not the row's fault."""
+    return _error(line, plan_id, ({"loc": "", "msg": why},), internal=True)
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())[:300]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def process_row(row: InputRow, checker: Checker) -> BatchResult:
-    """Check one row. Never raises for anything the row contains: every failure is an ``error`` result."""
-    plan_id: Any = row.context if row.kind == "file" else None
+    """Check one row. Never raises for anything the row contains: every failure is an ``error`` result (marked
+    ``internal`` when it is not the input's fault)."""
+    plan_id: Any = row.context if row.kind == "file" or (row.kind == "error" and isinstance(row.context, str)) \
+        else None
     try:
         data, plan_id = _decode(row)
         report = checker.check(data)
+        findings = report.findings
+        kinds = tuple(dict.fromkeys(f.kind for f in findings))
+        cap = report.suggested_max_rate
+        report_id = report.plan.id
+        return BatchResult(row.line, report_id if report_id is not None else _echo(plan_id), report.verdict, kinds,
+                           cap.mg_per_kg_min, cap.ml_per_h, tuple(f.model_dump(mode="json") for f in findings), ())
     except _RowError as exc:
         return _error(row.line, exc.plan_id if exc.plan_id is not None else plan_id, exc.errors)
     except InvalidPlanError as exc:
         return _error(row.line, plan_id, (e.as_dict() for e in exc.errors))
     except EngineError as exc:
-        return _error(row.line, plan_id, ({"loc": "", "msg": f"internal error, no verdict: {exc}"},))
+        return _internal(row.line, plan_id, f"internal error, no verdict: {exc}")
     except Exception as exc:  # noqa: BLE001 - one bad row must not stop the run; it is reported, not hidden
-        return _error(row.line, plan_id,
-                      ({"loc": "", "msg": f"internal error, no verdict: {type(exc).__name__}: {exc}"},))
-    findings = report.findings
-    kinds = tuple(dict.fromkeys(f.kind for f in findings))
-    cap = report.suggested_max_rate
-    report_id = report.plan.id
-    return BatchResult(row.line, report_id if report_id is not None else _echo(plan_id), report.verdict, kinds,
-                       cap.mg_per_kg_min, cap.ml_per_h, tuple(f.model_dump(mode="json") for f in findings), ())
+        return _internal(row.line, plan_id, f"internal error, no verdict: {_describe(exc)}")
+
+
+def encode_row(result: BatchResult, encode: Callable[[BatchResult], bytes]) -> tuple[bytes, BatchResult]:
+    """``encode(result)`` and the result it stands for. If encoding fails, an internal error row for the same line
+    takes its place (without the id if even that cannot be written): one row that cannot be written costs that
+    row, never the run or its chunk."""
+    try:
+        return encode(result), result
+    except Exception as exc:  # noqa: BLE001
+        replacement = _internal(result.line, result.id,
+                                f"internal error, the result could not be written: {_describe(exc)}")
+    try:
+        return encode(replacement), replacement
+    except Exception:  # noqa: BLE001 - the id itself cannot be written: drop it, keep the line number
+        replacement = replacement._replace(id=None)
+        return encode(replacement), replacement
+
+
+def _encode_results(results: Iterable[BatchResult], fmt: str) -> tuple[bytes, list[Tally]]:
+    """Rows serialised one by one, with their tallies (of what was written, error rows that replaced a row that
+    could not be written included)."""
+    encode = ENCODERS[fmt]
+    parts: list[bytes] = []
+    tallies: list[Tally] = []
+    for result in results:
+        data, written = encode_row(result, encode)
+        parts.append(data)
+        tallies.append(tally(written))
+    return b"".join(parts), tallies
 
 
 # ----------------------------------------------------------------------------------------------- check_many
@@ -585,9 +672,7 @@ def _work_encoded(chunk: list[InputRow], fmt: str) -> tuple[bytes, list[Tally]]:
     Why: sending results back as objects made the parent unpickle and re-serialise about 2 KB per row, which kept
     it busy a fifth of the time and held two workers well below twice one.
     """
-    encode = ENCODERS[fmt]
-    results = _work(chunk)
-    return b"".join(encode(r) for r in results), [tally(r) for r in results]
+    return _encode_results(_work(chunk), fmt)
 
 
 def _ready() -> bool:
@@ -629,11 +714,22 @@ def check_many(plans: Iterable[Any], *, workers: int = 1, policy: str | os.PathL
     return _Parallel(rows, workers, rules, pol, chunk_rows).results()
 
 
+def _succeeded(future: Future[Any]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
+
+
 class _Parallel:
-    """Ordered, bounded fan-out over worker processes; a dead worker turns its rows into error rows.
+    """Ordered, bounded fan-out over worker processes; a dead worker costs only the row that killed it.
 
     With ``fmt`` set, each chunk comes back as ``(output bytes, tallies)`` (see :func:`_work_encoded`); without
     it, as :class:`BatchResult` s.
+
+    Why rows are re-run, not voided: when a worker dies, the executor fails every chunk in flight, and nothing says
+    which row was at fault. The chunk at the head of the queue is then re-run one row at a time, each row alone in a
+    fresh pool (nothing else in flight, so a death is that row's): a row that kills a worker again becomes an
+    internal error row saying so, every other row gets its verdict. The other chunks that were in flight are
+    submitted again (each is isolated the same way if it fails again when its turn comes). Any other failure of a
+    chunk (a result that cannot be sent back) is isolated the same way.
     """
 
     def __init__(self, rows: Iterator[InputRow], workers: int, rules: str | None, policy: str | None,
@@ -641,6 +737,7 @@ class _Parallel:
         self.rows, self.workers, self.rules, self.policy, self.fmt = rows, workers, rules, policy, fmt
         self.chunk_rows = max(1, chunk_rows)
         self.window = workers * CHUNKS_PER_WORKER
+        self.pending: deque[tuple[Future[Any], list[InputRow]]] = deque()
         self.pool = self._start()
 
     def _start(self) -> ProcessPoolExecutor:
@@ -664,30 +761,27 @@ class _Parallel:
 
     def chunks(self) -> Iterator[Any]:
         """One item per chunk, in input order: a list of results, or (bytes, tallies) when ``fmt`` is set."""
-        pending: deque[tuple[Future[Any], list[InputRow]]] = deque()
         chunks = _chunks(self.rows, self.chunk_rows)
         exhausted = False
         try:
             while True:
-                while not exhausted and len(pending) < self.window:
+                while not exhausted and len(self.pending) < self.window:
                     chunk = next(chunks, None)
                     if chunk is None:
                         exhausted = True
                         break
-                    pending.append((self._submit(chunk), chunk))
-                if not pending:
+                    future = self._submit(chunk)  # first: a restart inside it replaces self.pending
+                    self.pending.append((future, chunk))
+                if not self.pending:
                     return
-                future, chunk = pending.popleft()
+                future, chunk = self.pending.popleft()
                 try:
                     done = future.result()
                 except BrokenProcessPool as exc:
-                    yield self._lost(chunk, f"a worker process died ({exc})")
-                    self._stop()
-                    self.pool = self._start()  # the rest are resubmitted: a crash costs at least one chunk
-                    pending = deque((self._submit(c), c) for _, c in pending)
+                    yield self._isolate(chunk, f"a worker process died ({exc})")
                     continue
                 except Exception as exc:  # noqa: BLE001 - e.g. a result that cannot be pickled
-                    yield self._lost(chunk, f"{type(exc).__name__}: {exc}")
+                    yield self._isolate(chunk, _describe(exc))
                     continue
                 yield done
         finally:
@@ -702,26 +796,52 @@ class _Parallel:
         # The wait is short: queued chunks are cancelled and at most one chunk per worker is finishing.
         self.pool.shutdown(wait=True, cancel_futures=True)
 
+    def _call(self, chunk: list[InputRow]) -> Future[Any]:
+        if self.fmt is None:
+            return self.pool.submit(_work, chunk)
+        return self.pool.submit(_work_encoded, chunk, self.fmt)
+
+    def _restart(self) -> None:
+        """A fresh pool; the chunks in flight that did not finish are submitted to it again, in order."""
+        self._stop()
+        self.pool = self._start()
+        self.pending = deque((future if _succeeded(future) else self._call(chunk), chunk)
+                             for future, chunk in self.pending)
+
     def _submit(self, chunk: list[InputRow]) -> Future[Any]:
-        for attempt in (1, 2):
-            try:
-                if self.fmt is None:
-                    return self.pool.submit(_work, chunk)
-                return self.pool.submit(_work_encoded, chunk, self.fmt)
-            except BrokenProcessPool:
-                if attempt == 2:
-                    raise
-                self._stop()
-                self.pool = self._start()
-        raise AssertionError("unreachable")
+        try:
+            return self._call(chunk)
+        except BrokenProcessPool:  # a worker died since the last result: start again, then submit
+            self._restart()
+            return self._call(chunk)
+
+    def _isolate(self, chunk: list[InputRow], why: str) -> Any:
+        """Re-run each row of a lost chunk alone, once, with nothing else in flight; then resume the rest."""
+        self._stop()  # running chunks finish (their results are kept), queued ones are cancelled
+        self.pool = self._start()
+        outcomes = [self._alone(row, why) for row in chunk]
+        self.pending = deque((future if _succeeded(future) else self._call(c), c) for future, c in self.pending)
+        if self.fmt is None:
+            return [result for outcome in outcomes for result in outcome]
+        return b"".join(data for data, _ in outcomes), [t for _, tallies in outcomes for t in tallies]
+
+    def _alone(self, row: InputRow, first: str) -> Any:
+        try:
+            return self._call([row]).result()
+        except BrokenProcessPool as exc:
+            self._stop()
+            self.pool = self._start()
+            return self._lost([row], f"a worker process died again when this row was re-run alone ({exc}); "
+                                     f"the first time: {first}")
+        except Exception as exc:  # noqa: BLE001
+            return self._lost([row], f"{_describe(exc)} when this row was re-run alone; the first time: {first}")
 
     def _lost(self, chunk: list[InputRow], why: str) -> Any:
-        results = [_error(row.line, row.context if row.kind == "file" else None,
-                          ({"loc": "", "msg": f"internal error, not checked: {why}"},)) for row in chunk]
+        results = [_internal(row.line, row.context if row.kind == "file" else None,
+                             f"internal error, not checked: {why}") for row in chunk]
         if self.fmt is None:
             return results
-        encode = ENCODERS[self.fmt]
-        return b"".join(encode(r) for r in results), [tally(r) for r in results]
+        return _encode_results(results, self.fmt)
 
 
 # --------------------------------------------------------------------------------------------------- writers
@@ -731,14 +851,17 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _cell(text: str) -> str:
-    """A text cell that a spreadsheet will not run as a formula (ids and messages echo the input), on one line."""
+    """A text cell that a spreadsheet will not run as a formula (ids and messages echo the input), on one line,
+    with control and bidi characters shown escaped (:func:`render.clean_text`): CSV is read on terminals too."""
     text = text.replace("\r", " ").replace("\n", " ")
-    return "'" + text if text.startswith(_FORMULA_START) else text
+    text = "'" + text if text.startswith(_FORMULA_START) else text
+    return clean_text(text)
 
 
 def encode_jsonl(result: BatchResult) -> bytes:
-    """One JSON Lines row (OUTPUT_FIELDS)."""
-    return orjson.dumps(result.to_dict()) + b"\n"
+    """One JSON Lines row (OUTPUT_FIELDS): control and bidi characters escaped, integers beyond 64 bits written
+    (:func:`render.dumps_json`)."""
+    return dumps_json(result.to_dict()) + b"\n"
 
 
 def _csv_line(cells: Iterable[Any]) -> bytes:
@@ -806,30 +929,36 @@ WRITERS: dict[str, Callable[[BinaryIO], Writer]] = {"jsonl": JsonlWriter, "csv":
 
 # --------------------------------------------------------------------------------------------------- summary
 
-#: What the summary needs of a row: verdict, finding kinds, rule ids (each once per row).
-Tally = tuple[str, tuple[str, ...], tuple[str, ...]]
+#: What the summary needs of a row: verdict, finding kinds, rule ids (each once per row), and whether it is an error
+#: row left unchecked by an internal error.
+Tally = tuple[str, tuple[str, ...], tuple[str, ...], bool]
 
 
 def tally(result: BatchResult) -> Tally:
-    return result.verdict, result.kinds, tuple(dict.fromkeys(f["rule"] for f in result.findings))
+    return (result.verdict, result.kinds, tuple(dict.fromkeys(f["rule"] for f in result.findings)),
+            result.internal)
 
 
 @dataclass
 class Summary:
-    """Counts over the rows written: verdicts, and per finding kind and per rule the rows in which it appears."""
+    """Counts over the rows written: verdicts, and per finding kind and per rule the rows in which it appears;
+    ``internal`` counts the error rows left unchecked by an internal error (not by invalid input)."""
 
     rows: int = 0
     verdicts: Counter[str] = field(default_factory=Counter)
     kinds: Counter[str] = field(default_factory=Counter)
     rules: Counter[str] = field(default_factory=Counter)
+    internal: int = 0
 
     def add(self, result: BatchResult) -> None:
         self.add_tally(tally(result))
 
-    def add_tally(self, counts: Tally) -> None:
-        verdict, kinds, rules = counts
+    def add_tally(self, counts: Tally | tuple[str, tuple[str, ...], tuple[str, ...]]) -> None:
+        verdict, kinds, rules = counts[0], counts[1], counts[2]
         self.rows += 1
         self.verdicts[verdict] += 1
+        if len(counts) > 3 and counts[3]:
+            self.internal += 1
         if kinds:
             self.kinds.update(kinds)
         if rules:
@@ -837,6 +966,7 @@ class Summary:
 
     def as_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, **{v: self.verdicts.get(v, 0) for v in ("ok", "warn", "block", "error")},
+                "internal": self.internal,
                 "kinds": dict(sorted(self.kinds.items())), "rules": dict(sorted(self.rules.items()))}
 
 
@@ -847,10 +977,9 @@ def encoded_batches(plans: Iterable[Any], fmt: str, *, workers: int = 1,
     one chunk at a time with several (serialised in the workers), in input order. Eager like check_many."""
     rules = str(rules_dir) if rules_dir is not None else None
     pol = str(policy) if policy is not None else None
-    encode = ENCODERS[fmt]
     if workers <= 1:
         results = check_many(plans, policy=pol, rules_dir=rules)
-        return ((encode(r), [tally(r)]) for r in results)
+        return (_encode_results((r,), fmt) for r in results)
     get_checker(rules, pol)  # a bad rule or policy file raises here, in the caller, before any worker starts
     return _Parallel(_as_rows(plans), workers, rules, pol, chunk_rows, fmt).chunks()
 

@@ -1,15 +1,23 @@
 """``ivig-safety batch``: check a file of orders, one result row per input row, and a summary at the end.
 
-Exit codes: 0 when every row was written (findings are data, not failure); with ``--fail-on`` the worst row at or
-above the threshold decides: 1 warn, 3 block, 2 error (a row that could not be checked), on the scale
-warn < block < error, because an unchecked order may hide anything. 2 also when the input cannot be read at all
-(nothing is written then); 4 when the output cannot be written; 130 when interrupted (the rows finished so far are
-written and counted). Messages and the summary go to stderr, results to stdout or ``--output``.
+Exit codes: 0 when every row was checked and written (findings and invalid rows are data, not failure); with
+``--fail-on`` the worst row at or above the threshold decides: 1 warn, 3 block, 2 error (a row of invalid input),
+on the scale warn < block < error, because an unchecked order may hide anything. 4 when any row was left unchecked
+by an internal error (the check, the encoding or a worker process failed; not the input's fault), whatever
+``--fail-on`` says: such a run must never pass. 2 also when the input cannot be read at all (nothing is written
+then) or ``--output`` cannot be opened; 4 when the output cannot be written, or the run itself fails; 130 when
+interrupted (the rows finished so far are written and counted). Messages and the summary go to stderr, results to
+stdout or ``--output``.
+
+``--output`` is created owner-only (0600: the rows are patient data) and never opened through a symbolic link
+(O_NOFOLLOW): a link planted at the output path is refused, not written through.
 """
 
 from __future__ import annotations
 
+import errno
 import gc
+import os
 import sys
 import time
 from contextlib import nullcontext
@@ -20,10 +28,12 @@ from rich.console import Console
 from rich.progress import (BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 from rich.table import Table
+from rich.text import Text
 
 from .batch import WRITERS, BatchInputError, Source, Summary, encoded_batches, open_source
 from .cli import (EXIT_BLOCK, EXIT_INTERNAL, EXIT_INVALID, EXIT_OK, EXIT_WARN, fail, load_checker, main,
                   policy_option)
+from .render import clean_text
 
 EXIT_INTERRUPTED = 130
 #: --fail-on thresholds: a level fails the run on itself and on every level after it.
@@ -32,7 +42,10 @@ FAIL_EXIT = {"warn": EXIT_WARN, "block": EXIT_BLOCK, "error": EXIT_INVALID}
 
 
 def exit_code(summary: Summary, fail_on: str | None) -> int:
-    """0 unless ``fail_on`` is set and some row is at or above it; then the exit code of the worst such row."""
+    """4 if any row was left unchecked by an internal error; else 0 unless ``fail_on`` is set and some row is at or
+    above it; then the exit code of the worst such row."""
+    if summary.internal:
+        return EXIT_INTERNAL
     if fail_on is None:
         return EXIT_OK
     for level in reversed(FAIL_LEVELS[FAIL_LEVELS.index(fail_on):]):
@@ -52,14 +65,30 @@ def summary_table(summary: Summary) -> Table:
     detail.add_column("finding kind / rule")
     detail.add_column("rows", justify="right")
     for kind, count in sorted(summary.kinds.items(), key=lambda kv: (-kv[1], kv[0])):
-        detail.add_row(f"kind {kind}", str(count))
+        detail.add_row(Text(clean_text(f"kind {kind}")), str(count))
     for rule, count in sorted(summary.rules.items(), key=lambda kv: (-kv[1], kv[0])):
-        detail.add_row(f"rule {rule}", str(count))
+        detail.add_row(Text(clean_text(f"rule {rule}")), str(count))
     outer = Table.grid(padding=(1, 0))
     outer.add_row(table)
+    if summary.internal:
+        outer.add_row(Text(f"{summary.internal} row(s) not checked because of an internal error "
+                           f"(see their errors): exit code {EXIT_INTERNAL}", style="bold red"))
     if summary.kinds or summary.rules:
         outer.add_row(detail)
     return outer
+
+
+def open_output(path: str) -> BinaryIO:
+    """Open ``--output`` for writing: created owner-only (0600), truncated if it exists, never through a symbolic
+    link (O_NOFOLLOW refuses a link at the path, dangling or not, with ELOOP)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    if os.path.islink(path):  # also where O_NOFOLLOW does not exist
+        raise OSError(errno.ELOOP, "a symbolic link: not followed")
+    try:
+        fd = os.open(path, flags | os.O_EXCL, 0o600)
+    except FileExistsError:
+        fd = os.open(path, flags, 0o600)
+    return os.fdopen(fd, "wb")
 
 
 class _ProgressReporter:
@@ -108,13 +137,27 @@ class _ProgressReporter:
 @click.option("--workers", "-j", type=click.IntRange(1, 256), default=1, show_default=True,
               help="Worker processes (each loads its own rules).")
 @click.option("--fail-on", type=click.Choice(FAIL_LEVELS), default=None,
-              help="Exit non-zero if a row is at or above this level (warn < block < error).")
+              help="Exit non-zero if a row is at or above this level (warn < block < error); a row left unchecked "
+                   "by an internal error always exits 4.")
 @click.option("--quiet", "-q", is_flag=True, help="No summary table on stderr.")
 @policy_option
 def batch(input_path: str, output: str | None, fmt: str | None, input_format: str, workers: int,
           fail_on: str | None, quiet: bool, policy: str | None) -> None:
-    """Check every plan in INPUT: a JSON Lines file (one plan per line), a CSV file, a folder of plan files,
-    or - for stdin. Writes one result row per input row, in input order."""
+    """Check every plan in INPUT: a JSON Lines file (one plan per line), a CSV file, a folder of plan files
+    (symbolic links in it are not followed), or - for stdin. Writes one result row per input row, in input order;
+    --output is created owner-only and never through a symbolic link.
+
+    \b
+    Exit codes:
+      0    every row was checked and written (findings and invalid rows are data)
+      1    --fail-on warn: a row is warn (and none worse)
+      3    --fail-on warn|block: a row is block (and none is an error)
+      2    --fail-on error (or lower): a row is invalid input; also: the input cannot be read at all,
+           or --output cannot be opened
+      4    a row was left unchecked by an internal error (whatever --fail-on says); the output cannot
+           be written; or the run itself failed
+      130  interrupted (the rows finished so far are written and counted)
+    """
     load_checker(policy)  # a bad policy file is a usage error (exit 2) before anything is read or written
     # The rules, catalogue and unit registry live as long as this process: keep them out of every GC pass
     # (measured: a few per cent per row with one worker; workers do the same in their initializer).
@@ -123,16 +166,14 @@ def batch(input_path: str, output: str | None, fmt: str | None, input_format: st
         source = open_source(input_path, input_format)
     except BatchInputError as exc:
         fail(str(exc))
-        return
     if fmt is None:
         fmt = "csv" if output and output.lower().endswith(".csv") else "jsonl"
     err_console = Console(stderr=True, highlight=False)
     with source:
         try:
-            stream: BinaryIO = sys.stdout.buffer if output in (None, "-") else open(output, "wb")  # noqa: SIM115
+            stream: BinaryIO = sys.stdout.buffer if output in (None, "-") else open_output(output)
         except OSError as exc:
             fail(f"{output}: cannot write: {exc.strerror or exc}")
-            return
         # workers start now, before the progress bar's thread exists (they are forked)
         batches = encoded_batches(source, fmt, workers=workers, policy=policy)
         summary = Summary()
@@ -154,14 +195,19 @@ def batch(input_path: str, output: str | None, fmt: str | None, input_format: st
             click.echo(f"interrupted: the first {summary.rows} rows are written", err=True)
         except BatchInputError as exc:
             code = EXIT_INVALID
-            click.echo(f"error: {exc}; {summary.rows} rows written", err=True)
+            click.echo(f"error: {clean_text(exc)}; {summary.rows} rows written", err=True)
         except BrokenPipeError:
             code = EXIT_INTERNAL
             sys.stderr.write(f"error: output closed after {summary.rows} rows\n")
         except OSError as exc:  # reading errors arrive as BatchInputError: this is the output failing
             code = EXIT_INTERNAL
-            click.echo(f"error: cannot write the output: {exc.strerror or exc}; {summary.rows} rows written",
-                       err=True)
+            click.echo(f"error: cannot write the output: {clean_text(exc.strerror or exc)}; {summary.rows} rows "
+                       f"written", err=True)
+        except Exception as exc:  # noqa: BLE001 - the run itself failed (a bug): no traceback, and never exit 0
+            code = EXIT_INTERNAL
+            detail = clean_text(" ".join(str(exc).split()))[:300]
+            click.echo(f"error: internal error, the run stopped: {type(exc).__name__}: {detail}; "
+                       f"{summary.rows} rows written", err=True)
         finally:
             getattr(batches, "close", lambda: None)()
             if stream is not sys.stdout.buffer:
@@ -170,7 +216,11 @@ def batch(input_path: str, output: str | None, fmt: str | None, input_format: st
                 _quiet_stdout_on_broken_pipe()
     if not quiet:
         err_console.print(summary_table(summary))
-    sys.exit(code if code is not None else exit_code(summary, fail_on))
+    elif summary.internal:
+        click.echo(f"error: {summary.internal} row(s) not checked because of an internal error", err=True)
+    if code is None or (summary.internal and code != EXIT_INTERRUPTED):
+        code = exit_code(summary, fail_on) if code is None else EXIT_INTERNAL
+    sys.exit(code)
 
 
 def _quiet_stdout_on_broken_pipe() -> None:
