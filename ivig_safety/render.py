@@ -150,6 +150,15 @@ def render_text(report: Report, explain: dict[str, list[str]] | None = None) -> 
     if plan.risk_factors:
         derived = f" (derived: {', '.join(plan.derived_risk_factors)})" if plan.derived_risk_factors else ""
         parts.append(text(f"Risk factors: {', '.join(plan.risk_factors)}{derived}"))
+    if not report.ruleset.bundled:
+        parts.append(text(f"NOT the bundled rule set: rules loaded from {report.ruleset.path}", style="bold yellow"))
+    for change in report.policy.changes:  # a site policy's choices are said under the verdict, weakened or not
+        flag = " - LESS STRICT than the default for a boxed-warning or absolute-limit check" \
+            if change.less_strict else ""
+        parts.append(text(f"Site policy: {change.key} = {change.value} (default {change.default}){flag}",
+                          style="bold yellow" if change.less_strict else ""))
+    for used in report.pump_tolerance_used:
+        parts.append(text(f"Pump tolerance used: {used}"))
     parts.append(Text(""))
     if not report.findings:
         parts.append(Text("No findings."))
@@ -162,8 +171,10 @@ def render_text(report: Report, explain: dict[str, list[str]] | None = None) -> 
         parts.append(line)
         parts.append(text(f"  {finding.message}"))
         parts.append(text(f"  Source: {finding.citation}", style="dim"))
-        if explain and finding.rule in explain:
-            parts.append(text("  Because: " + "; ".join(map(str, explain[finding.rule])), style="italic"))
+        for rule in finding.rules if explain else ():  # a merged finding: why each of its rules fired
+            if rule in explain:
+                label = f" ({rule})" if len(finding.rules) > 1 else ""
+                parts.append(text(f"  Because{label}: " + "; ".join(map(str, explain[rule])), style="italic"))
     parts.append(Text(""))
     cap = report.suggested_max_rate
     parts.append(text(f"Suggested maximum rate: {_number(cap.mg_per_kg_min)} mg/kg/min = "
