@@ -14,4 +14,14 @@ __all__ = [
     "check", "check_many", "Checker", "get_checker", "Plan", "Report", "Finding", "RateTriple", "ScheduleStep",
     "InvalidPlanError", "RuleFileError", "EngineError", "FieldError",
 ]
-__version__ = "0.1.0"
+def _version() -> str:
+    """The version is written once, in pyproject.toml; the installed metadata carries it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ivig-safety")
+    except PackageNotFoundError:  # imported from a checkout that was never installed
+        return "0+unknown"
+
+
+__version__ = _version()

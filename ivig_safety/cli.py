@@ -85,21 +85,56 @@ policy_option = click.option("--policy", type=click.Path(exists=True, dir_okay=F
                              help="Site policy file overlaid on rules/policy.yaml.")
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """--version: the package, the rule set it loads (version and sha256), the engine and the Python running it."""
+    if not value or ctx.resilient_parsing:
+        return
+    import platform
+
+    from . import __version__
+    from .engine import ENGINE_VERSION
+
+    checker = load_checker(None)
+    ruleset = checker.ruleset
+    where = "bundled" if checker.rules_dir.resolve() == _bundled().resolve() else f"from {checker.rules_dir}"
+    click.echo(f"ivig-safety {__version__}\n"
+               f"rule set {ruleset.version} sha256:{ruleset.sha256} ({where})\n"
+               f"engine {ENGINE_VERSION}\n"
+               f"Python {platform.python_version()} ({platform.python_implementation()})")
+    ctx.exit(0)
+
+
+def _bundled() -> Any:
+    from .check import bundled_rules_dir
+
+    return bundled_rules_dir()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="ivig-safety")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the package, rule set (version and sha256), engine and Python versions, and exit.")
 def main() -> None:
-    """Check IVIG infusion plans against the package insert."""
+    """Check IVIG infusion plans against the package insert.
+
+    Shell completion: eval "$(_IVIG_SAFETY_COMPLETE=bash_source ivig-safety)" (zsh_source, fish_source)."""
 
 
 @main.command()
 @click.argument("plan", type=str)
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="text: the report for people (schedule as a table); json: the Report model, for programs.")
 @click.option("--explain", is_flag=True, help="Show, per finding, the facts that made the rule fire.")
 @policy_option
 def check(plan: str, fmt: str, explain: bool, policy: str | None) -> None:
     """Check PLAN (a YAML or JSON file of at most 1 MiB, or - for stdin).
 
-    Exit codes: 0 ok, 1 warn, 3 block; 2 invalid input or usage; 4 internal error (no verdict)."""
+    \b
+    Exit codes:
+      0  ok: no warning or critical finding
+      1  warn: at least one warning
+      3  block: at least one critical finding
+      2  invalid input or usage: stderr names the field; no verdict
+      4  internal error: no verdict"""
     data = read_document(plan)
     checker = load_checker(policy)
     try:

@@ -33,6 +33,8 @@ from .errors import EngineError, RuleFileError
 from .facts import encoding_plan
 from .rules import RuleSet
 
+#: What evaluates the rules: durable_rules' C core, vendored unmodified (third_party/durable_rules/README.md).
+ENGINE_VERSION = "durable_rules 2.0.28 C core (vendored, built with ivig-safety)"
 RULES_PER_RULESET = 48
 _NOT_HANDLED = 1  # durable_rules: no rule matched the fact
 _CREATE_LOCK = threading.Lock()  # ruleset creation touches the C core's global tables
