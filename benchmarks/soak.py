@@ -139,6 +139,20 @@ def inject_engine_failures(rate: float, rng: random.Random) -> None:
     session_class.run = run
 
 
+def _policy_files(count: int) -> list[str]:
+    """``count`` site policy files, each with different content (so each is its own Checker)."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="ivig-soak-policies-"))
+    files = []
+    for index in range(count):
+        path = folder / f"site-{index}.yaml"
+        path.write_text(f"name: soak site {index}\nentries:\n  advanced_age_over:\n    value: {50 + index % 60}\n"
+                        f"    provenance: soak test policy {index}\n")
+        files.append(str(path))
+    return files
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=10 ** 6, help="checks to run (default 1,000,000)")
@@ -152,7 +166,13 @@ def main() -> int:
     parser.add_argument("--stages", default=",".join(s for s in STAGES if s != "valid"),
                         help=f"failure stages to mix in (default all: {', '.join(s for s in STAGES if s != 'valid')})")
     parser.add_argument("--seed", type=int, default=8)
+    parser.add_argument("--policies", type=int, default=0,
+                        help="cycle through this many distinct site policy files (more than the Checker cache holds "
+                             "makes checkers be rebuilt and dropped: their memory must be freed)")
+    parser.add_argument("--policy-every", type=int, default=2000,
+                        help="checks between switching to the next policy file (default 2,000)")
     args = parser.parse_args()
+    policy_files = _policy_files(args.policies)
 
     rng = random.Random(args.seed)
     checker = get_checker()
@@ -177,6 +197,8 @@ def main() -> int:
         stage = "valid" if rng.random() < args.valid_share else rng.choice(failure_stages)
         counts[stage] += 1
         plan = STAGES[stage](rng, _valid(rng, checker, n), n)
+        if policy_files and n % args.policy_every == 0:
+            checker = get_checker(None, policy_files[(n // args.policy_every) % len(policy_files)])
         try:
             checker.check(plan)
             outcomes["verdict"] += 1

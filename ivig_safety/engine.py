@@ -69,7 +69,10 @@ class _Session:
         handles, self.handles = self.handles, []
         for handle in handles:
             # the session's state first: deleting only the ruleset leaves about 0.5 MB of a used session behind
-            _dre.delete_state(handle, "0")
+            try:
+                _dre.delete_state(handle, "0")
+            except _dre.error:  # no state yet (the session failed before its first fact): nothing to free
+                pass
             _dre.delete_ruleset(handle)
 
     def run(self, fact: dict[str, Any]) -> set[str]:
