@@ -26,8 +26,8 @@ from typing import Any
 from ivig_safety import InvalidPlanError, get_checker
 from ivig_safety.batch import JsonlWriter, open_source, run_batch
 from ivig_safety.check import Checker
-from ivig_safety.facts import build_facts
-from ivig_safety.units import format_number
+from ivig_safety.pipeline.facts import build_facts
+from ivig_safety.model.units import format_number
 
 LB_PER_KG = 2.2046226218
 

@@ -124,11 +124,11 @@ STAGES: dict[str, Callable[[random.Random, dict[str, Any], int], Any]] = {
 def inject_engine_failures(rate: float, rng: random.Random) -> None:
     """Make ``rate`` of evaluations fail inside an engine session (as a durable_rules error would): the engine then
     discards that session (engine.py ``_discard``) and creates a new one on a later checkout."""
-    from ivig_safety import engine
+    from ivig_safety.pipeline import engine
 
     session_class = getattr(engine, "_Session", None)
     if session_class is None:
-        raise SystemExit("--engine-failures: ivig_safety.engine has no _Session class to inject into")
+        raise SystemExit("--engine-failures: ivig_safety.pipeline.engine has no _Session class to inject into")
     real_run = session_class.run
 
     def run(self: Any, fact: dict[str, Any]) -> Any:

@@ -6,9 +6,9 @@ Everything else is private by convention.
 
 from .batch import check_many
 from .check import Checker, check, get_checker
-from .errors import EngineError, FieldError, InvalidPlanError, RuleFileError
-from .plan import Plan
-from .report import Finding, RateTriple, Report, ScheduleStep
+from .model.errors import EngineError, FieldError, InvalidPlanError, RuleFileError
+from .model.plan import Plan
+from .model.report import Finding, RateTriple, Report, ScheduleStep
 
 __all__ = [
     "check", "check_many", "Checker", "get_checker", "Plan", "Report", "Finding", "RateTriple", "ScheduleStep",

@@ -15,17 +15,17 @@ from typing import Any, Mapping
 
 from pydantic import ValidationError
 
-from .catalogue import Catalogue, load_catalogue, load_class_knowledge, load_guidelines, load_vocabulary
-from .engine import Engine
-from .errors import FieldError, InvalidPlanError, format_loc
-from .facts import Facts, Knowledge, build_facts
-from .findings import build_finding, explain_rule, merge_findings
-from .plan import Plan
-from .policy import Policy, load_policy
-from .report import (DispenseReport, PlanSummary, PolicyIdentity, Report, RuleSetIdentity, VialCount,
+from .knowledge.catalogue import Catalogue, load_catalogue, load_class_knowledge, load_guidelines, load_vocabulary
+from .pipeline.engine import Engine
+from .model.errors import FieldError, InvalidPlanError, format_loc
+from .pipeline.facts import Facts, Knowledge, build_facts
+from .pipeline.findings import build_finding, explain_rule, merge_findings
+from .model.plan import Plan
+from .knowledge.policy import Policy, load_policy
+from .model.report import (DispenseReport, PlanSummary, PolicyIdentity, Report, RuleSetIdentity, VialCount,
                      verdict_for)
-from .rules import Rule, RuleSet, load_rules
-from .suggest import exceeds, rate_triple, suggest
+from .knowledge.rules import Rule, RuleSet, load_rules
+from .pipeline.suggest import exceeds, rate_triple, suggest
 
 
 _SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}

@@ -23,7 +23,7 @@ import yaml
 from click.testing import CliRunner
 
 from ivig_safety import check, check_many, get_checker
-from ivig_safety import batch as batch_module
+from ivig_safety.batch import workers as batch_module
 from ivig_safety.batch import (MAX_LINE_BYTES, BatchInputError, InputRow, JsonlWriter, Summary, csv_row_to_plan,
                                open_source, parse_steps, run_batch)
 from ivig_safety.cli import main

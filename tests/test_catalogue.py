@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ivig_safety import check, get_checker
-from ivig_safety.catalogue import IndicationEntry, Product
-from ivig_safety.units import Quantity, parse_quantity
+from ivig_safety.knowledge.catalogue import IndicationEntry, Product
+from ivig_safety.model.units import Quantity, parse_quantity
 
 CATALOGUE = get_checker().catalogue
 ENTRIES: list[tuple[str, str]] = [

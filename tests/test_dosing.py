@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ivig_safety import Checker
-from ivig_safety.dosing import ideal_body_weight
+from ivig_safety.pipeline.dosing import ideal_body_weight
 
 from .conftest import plan
 

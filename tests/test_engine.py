@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-import ivig_safety.engine as engine_module
+import ivig_safety.pipeline.engine as engine_module
 from ivig_safety import EngineError, check, get_checker
-from ivig_safety.facts import build_facts
+from ivig_safety.pipeline.facts import build_facts
 
 GOLDEN = sorted((Path(__file__).parent / "golden").glob("*.yaml"))
 PLANS = [yaml.safe_load(p.read_text())["plan"] for p in GOLDEN]
@@ -106,7 +106,7 @@ def test_rules_are_split_across_rulesets_so_none_exceeds_durable_limits() -> Non
 
 def test_a_rule_set_durable_rules_refuses_is_a_rule_file_error(monkeypatch: pytest.MonkeyPatch) -> None:
     from ivig_safety import RuleFileError
-    from ivig_safety.engine import Engine
+    from ivig_safety.pipeline.engine import Engine
 
     def refuse(name: str, definition: str) -> int:
         raise engine_module._dre.error("Could not create ruleset, error code: 204")

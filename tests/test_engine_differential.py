@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 
 import ivig_safety
 from ivig_safety.check import Checker
-from ivig_safety.engine import Engine
-from ivig_safety.rules import Rule
+from ivig_safety.pipeline.engine import Engine
+from ivig_safety.knowledge.rules import Rule
 
 _COMPARISONS = {"$gt": operator.gt, "$gte": operator.ge, "$lt": operator.lt, "$lte": operator.le,
                 "$eq": operator.eq, "$neq": operator.ne}
@@ -168,7 +168,8 @@ def test_every_rule_fires_on_its_witness_and_its_boundaries_agree(rule_id: str) 
 def test_the_engine_is_the_vendored_build() -> None:
     """engine.py drives the C core built from third_party/durable_rules into this package, not a durable-rules
     distribution that happens to be installed."""
-    from ivig_safety import _durable_rules_engine, engine
+    from ivig_safety import _durable_rules_engine
+    from ivig_safety.pipeline import engine
 
     assert engine._dre is _durable_rules_engine
     package = Path(ivig_safety.__file__).resolve().parent

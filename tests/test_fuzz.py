@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from ivig_safety import InvalidPlanError, Report, check
-from ivig_safety.batch import InputRow, _encode_results, check_many
+from ivig_safety.batch.workers import InputRow, _encode_results, check_many
 from ivig_safety.cli import main
 
 from .conftest import BASE_PLAN
@@ -326,7 +326,7 @@ def test_fuzz_batch_rows(plans: list[Any], fmt: str) -> None:
 @given(text=QUANTITY_TEXT)
 def test_fuzz_quantity_text_is_parsed_or_refused_cleanly(text: str) -> None:
     """Any quantity text: a finite, in-range Quantity, or UnitError with a message free of control characters."""
-    from ivig_safety.units import MAX_MAGNITUDE, UnitError, parse_quantity
+    from ivig_safety.model.units import MAX_MAGNITUDE, UnitError, parse_quantity
 
     try:
         quantity = parse_quantity(text)

@@ -29,12 +29,13 @@ import pytest
 from click.testing import CliRunner
 
 from ivig_safety import Checker, InvalidPlanError, check, check_many
-from ivig_safety import batch as batch_module
-from ivig_safety import units
-from ivig_safety.batch import InputRow, encode_csv, encode_jsonl
-from ivig_safety.cli import MAX_PLAN_BYTES, main
-from ivig_safety.render import clean_text, render_json, render_text
-from ivig_safety.units import UnitError, parse_quantity
+from ivig_safety.batch import workers as batch_module
+from ivig_safety.model import units
+from ivig_safety.batch.workers import InputRow, encode_csv, encode_jsonl
+from ivig_safety.cli import main
+from ivig_safety.cli.check import MAX_PLAN_BYTES
+from ivig_safety.formats.render import clean_text, render_json, render_text
+from ivig_safety.model.units import UnitError, parse_quantity
 
 from .conftest import BASE_PLAN, plan
 
@@ -88,7 +89,7 @@ def test_any_exception_inside_check_exits_4_with_one_line(monkeypatch: pytest.Mo
 @pytest.mark.parametrize("fmt, target", [("json", "render_json"), ("text", "render_text")])
 def test_a_renderer_failure_exits_4_and_prints_no_partial_report(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                                  fmt: str, target: str) -> None:
-    from ivig_safety import cli
+    from ivig_safety.cli import check as cli
 
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise OverflowError("cannot convert float infinity to integer")
@@ -716,7 +717,7 @@ def test_clean_text() -> None:
 
 
 def test_a_failure_while_loading_the_rules_exits_4(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from ivig_safety import cli
+    from ivig_safety.cli import options as cli
 
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise IndexError("list index out of range")

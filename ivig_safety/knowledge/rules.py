@@ -26,10 +26,10 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import RuleFileError
+from ..model.errors import RuleFileError
 from .fields import DIFFERENCE, FIELDS, FLAG_PREFIXES, SCALE, FieldSpec, flag_key
 from .policy import Policy
-from .units import RATE_SHAPES, Quantity, Shape, UnitError, parse_quantity
+from ..model.units import RATE_SHAPES, Quantity, Shape, UnitError, parse_quantity
 from .yamlio import load_yaml
 
 #: The stable public vocabulary of finding kinds.

@@ -52,7 +52,7 @@ def parse_yaml(text: str) -> Any:
 
 def load_yaml(path: Path) -> Any:
     """Load a rule-side file; errors name the file."""
-    from .errors import RuleFileError
+    from ..model.errors import RuleFileError
 
     try:
         return parse_yaml(path.read_text(encoding="utf-8"))

@@ -12,14 +12,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .bounds import MAX_DOSE_G_PER_KG, RATE_MG_KG_MIN
-from .catalogue import BoolFigure, ClassKnowledge, DoseRegimen, Guidelines, IndicationEntry, Product, Vocabulary
+from ..model.bounds import MAX_DOSE_G_PER_KG, RATE_MG_KG_MIN
+from ..knowledge.catalogue import BoolFigure, ClassKnowledge, DoseRegimen, Guidelines, IndicationEntry, Product, Vocabulary
 from .dosing import Dispense, DosingWeight, Vial, dosing_weight, parse_vials, round_and_dispense
-from .errors import InvalidPlanError
-from .fields import DIFFERENCE, FIELDS, SCALE, flag_key
-from .plan import Plan
-from .policy import Policy
-from .units import ParsedUnit, Quantity, Shape, format_number, rate_to_mg_per_kg_min
+from ..model.errors import InvalidPlanError
+from ..knowledge.fields import DIFFERENCE, FIELDS, SCALE, flag_key
+from ..model.plan import Plan
+from ..knowledge.policy import Policy
+from ..model.units import ParsedUnit, Quantity, Shape, format_number, rate_to_mg_per_kg_min
 
 
 

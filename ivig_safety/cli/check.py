@@ -1,4 +1,4 @@
-"""The ``ivig-safety`` command: a thin shell over :class:`ivig_safety.Checker`; nothing clinical happens here.
+"""``ivig-safety check`` and ``risk-factors``: a thin shell over :class:`ivig_safety.Checker`; nothing clinical happens here.
 
 Exit codes: 0 ok, 1 warn, 3 block; 2 invalid input or usage (message on stderr naming the field, no verdict on
 stdout); 4 internal error (anything that went wrong inside the check or while rendering the report: one line
@@ -11,30 +11,17 @@ parsed. Every message on stderr goes through :func:`render.clean_text`: it may e
 from __future__ import annotations
 
 import sys
-from typing import Any, BinaryIO, NoReturn
+from typing import Any, BinaryIO
 
 import click
 
-from .check import Checker, get_checker
-from .errors import EngineError, InvalidPlanError, RuleFileError
-from .render import clean_text, console, render_json, render_text
-from .yamlio import YamlError, parse_yaml
+from ..formats.render import clean_text, console, render_json, render_text
+from ..model.errors import EngineError, InvalidPlanError
+from ..knowledge.yamlio import YamlError, parse_yaml
+from .options import VERDICT_EXIT, fail, internal_error, load_checker, policy_option
 
-EXIT_OK, EXIT_WARN, EXIT_INVALID, EXIT_BLOCK, EXIT_INTERNAL = 0, 1, 2, 3, 4
-VERDICT_EXIT = {"ok": EXIT_OK, "warn": EXIT_WARN, "block": EXIT_BLOCK}
 #: The largest plan file ``check`` reads: a plan is a few hundred bytes. Reading stops at this plus one byte.
 MAX_PLAN_BYTES = 1 << 20
-
-
-def fail(message: str, code: int = EXIT_INVALID) -> NoReturn:
-    click.echo(f"error: {clean_text(message, keep_newlines=True)}", err=True)
-    sys.exit(code)
-
-
-def internal_error(exc: BaseException) -> NoReturn:
-    """Exit 4 with one line naming the exception: no traceback, no verdict."""
-    detail = clean_text(" ".join(str(exc).split()))[:300]
-    fail(f"internal error, no verdict: {type(exc).__name__}" + (f": {detail}" if detail else ""), EXIT_INTERNAL)
 
 
 def _read_limited(stream: BinaryIO) -> bytes:
@@ -69,57 +56,7 @@ def read_document(source: str) -> Any:
         fail(f"{source}: malformed YAML/JSON: {exc}")
 
 
-def load_checker(policy: str | None) -> Checker:
-    try:
-        return get_checker(None, policy)
-    except RuleFileError as exc:
-        fail(f"rule or policy file: {exc}")
-    except OSError as exc:
-        fail(f"cannot read rule or policy files: {exc}")
-    except Exception as exc:  # noqa: BLE001 - a bug while loading: exit 4, not a traceback
-        internal_error(exc)
-    raise AssertionError("unreachable")
-
-
-policy_option = click.option("--policy", type=click.Path(exists=True, dir_okay=False),
-                             help="Site policy file overlaid on rules/policy.yaml.")
-
-
-def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
-    """--version: the package, the rule set it loads (version and sha256), the engine and the Python running it."""
-    if not value or ctx.resilient_parsing:
-        return
-    import platform
-
-    from . import __version__
-    from .engine import ENGINE_VERSION
-
-    checker = load_checker(None)
-    ruleset = checker.ruleset
-    where = "bundled" if checker.rules_dir.resolve() == _bundled().resolve() else f"from {checker.rules_dir}"
-    click.echo(f"ivig-safety {__version__}\n"
-               f"rule set {ruleset.version} sha256:{ruleset.sha256} ({where})\n"
-               f"engine {ENGINE_VERSION}\n"
-               f"Python {platform.python_version()} ({platform.python_implementation()})")
-    ctx.exit(0)
-
-
-def _bundled() -> Any:
-    from .check import bundled_rules_dir
-
-    return bundled_rules_dir()
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
-              help="Show the package, rule set (version and sha256), engine and Python versions, and exit.")
-def main() -> None:
-    """Check IVIG infusion plans against the package insert.
-
-    Shell completion: eval "$(_IVIG_SAFETY_COMPLETE=bash_source ivig-safety)" (zsh_source, fish_source)."""
-
-
-@main.command()
+@click.command()
 @click.argument("plan", type=str)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="text: the report for people (schedule as a table); json: the Report model, for programs.")
@@ -177,20 +114,9 @@ def _write_stdout(text: str) -> None:
         os.dup2(devnull, sys.stdout.fileno())
 
 
-@main.command("risk-factors")
+@click.command("risk-factors")
 def risk_factors() -> None:
     """List the risk factors a plan may name."""
     checker = load_checker(None)
     for name, description in checker.vocabulary.risk_factors.items():
         click.echo(f"{name:34} {description}")
-
-
-# The other commands live in their own modules and register themselves on ``main`` when imported.
-from . import batch_cli, catalogue_cli  # noqa: E402,F401
-
-if __name__ == "__main__":  # pragma: no cover
-    # Run as `python -m ivig_safety.cli`, this file is __main__, while the command modules registered their commands
-    # on the imported ivig_safety.cli; run that one.
-    from ivig_safety.cli import main as registered_main
-
-    registered_main()

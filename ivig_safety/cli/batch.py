@@ -30,10 +30,9 @@ from rich.progress import (BarColumn, Progress, SpinnerColumn, TaskID, TextColum
 from rich.table import Table
 from rich.text import Text
 
-from .batch import WRITERS, BatchInputError, Source, Summary, encoded_batches, open_source
-from .cli import (EXIT_BLOCK, EXIT_INTERNAL, EXIT_INVALID, EXIT_OK, EXIT_WARN, fail, load_checker, main,
-                  policy_option)
-from .render import clean_text
+from ..batch import WRITERS, BatchInputError, Source, Summary, encoded_batches, open_source
+from .options import EXIT_BLOCK, EXIT_INTERNAL, EXIT_INVALID, EXIT_OK, EXIT_WARN, fail, load_checker, policy_option
+from ..formats.render import clean_text
 
 EXIT_INTERRUPTED = 130
 #: --fail-on thresholds: a level fails the run on itself and on every level after it.
@@ -126,7 +125,7 @@ class _ProgressReporter:
                              rate=self.rows / elapsed, refresh=force)
 
 
-@main.command()
+@click.command()
 @click.argument("input_path", metavar="INPUT", type=str)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True), default=None,
               help="Where to write the results (default: stdout).")

@@ -1,6 +1,6 @@
 """Commands that explain the engine to the pharmacist who must trust it: products, rules, lint, fields, schema.
 
-Why separate from cli.py: these commands read the loaded rule set and print it; they judge no plan. Each is a small
+Why separate from the check command (check.py): these commands read the loaded rule set and print it; they judge no plan. Each is a small
 click function over :class:`ivig_safety.Checker`.
 """
 
@@ -16,15 +16,15 @@ import click
 import yaml
 from rich.table import Table
 
-from .check import Checker, default_rules_dir
-from .cli import EXIT_INVALID, fail, load_checker, main, policy_option
-from .errors import RuleFileError
-from .fields import FIELDS
-from .plan import Plan
-from .render import console
-from .catalogue import Product
-from .units import Quantity, Shape, format_number
-from .yamlio import YamlError, parse_yaml
+from ..check import Checker, default_rules_dir
+from .options import EXIT_INVALID, fail, load_checker, policy_option
+from ..model.errors import RuleFileError
+from ..knowledge.fields import FIELDS
+from ..model.plan import Plan
+from ..formats.render import console
+from ..knowledge.catalogue import Product
+from ..model.units import Quantity, Shape, format_number
+from ..knowledge.yamlio import YamlError, parse_yaml
 
 
 def _rate(product: Product, quantity: Quantity) -> str:
@@ -34,7 +34,7 @@ def _rate(product: Product, quantity: Quantity) -> str:
     return f"{quantity} ({format_number(product.rate_mg_kg_min(quantity))} mg/kg/min)"
 
 
-@main.group(invoke_without_command=True)
+@click.group(invoke_without_command=True)
 @click.pass_context
 def products(ctx: click.Context) -> None:
     """List the product catalogue (rules/products/)."""
@@ -68,7 +68,7 @@ def products_show(product_id: str) -> None:
     click.echo(path.read_text(encoding="utf-8"))
 
 
-@main.group("rules")
+@click.group("rules")
 def rules_group() -> None:
     """List, show and lint the safety rules (rules/safety/)."""
 
@@ -150,7 +150,7 @@ def rules_lint(path: Path | None) -> None:
                f"policy '{checker.policy.name}'; rule set sha256:{checker.ruleset.sha256}")
 
 
-@main.command()
+@click.command()
 def schema() -> None:
     """The JSON Schema of a plan, generated from the model, with the current vocabularies."""
     checker = load_checker(None)

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from .facts import Facts
-from .fields import SCALE
-from .policy import Policy
-from .report import RateTriple, ScheduleStep
-from .rules import Cap, Rule
-from .units import rate_to_mg_per_kg_min
+from ..knowledge.fields import SCALE
+from ..knowledge.policy import Policy
+from ..model.report import RateTriple, ScheduleStep
+from ..knowledge.rules import Cap, Rule
+from ..model.units import rate_to_mg_per_kg_min
 
 
 def cap_value(cap: Cap, facts: Facts) -> float:

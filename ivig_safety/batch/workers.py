@@ -50,10 +50,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping, NamedTuple
 
-from .check import Checker, get_checker
-from .errors import EngineError, InvalidPlanError
-from .render import clean_text, dumps_json
-from .yamlio import YamlError, parse_yaml
+from ..check import Checker, get_checker
+from ..model.errors import EngineError, InvalidPlanError
+from ..formats.render import clean_text, dumps_json
+from ..knowledge.yamlio import YamlError, parse_yaml
 
 #: A line (or a folder's plan file) longer than this is an error row, never parsed: a plan is a few hundred bytes,
 #: and reading an unbounded line would make memory depend on the input.

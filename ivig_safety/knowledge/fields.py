@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .units import Shape
+from ..model.units import Shape
 
 Kind = Literal["quantity", "number", "bool", "text"]
 

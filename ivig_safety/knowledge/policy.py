@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import RuleFileError
-from .units import RATE_SHAPES, Quantity, Shape, UnitError, expect
+from ..model.errors import RuleFileError
+from ..model.units import RATE_SHAPES, Quantity, Shape, UnitError, expect
 from .yamlio import load_yaml
 
 

@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .units import format_number
+from ..model.units import format_number
 
 if TYPE_CHECKING:
     from rich.console import Console, Group
 
-    from .report import Report
+    from ..model.report import Report
 
 _VERDICT_STYLE = {"ok": "bold green", "warn": "bold yellow", "block": "bold red"}
 _SEVERITY_STYLE = {"critical": "red", "warning": "yellow", "info": "cyan"}

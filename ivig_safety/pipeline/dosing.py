@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterable
 
-from .policy import Policy
+from ..knowledge.policy import Policy
 
 _INCH_CM = 2.54
 

@@ -26,12 +26,12 @@ import os
 import threading
 from typing import Any
 
-from . import _durable_rules_engine as _dre
+from .. import _durable_rules_engine as _dre
 import orjson
 
-from .errors import EngineError, RuleFileError
+from ..model.errors import EngineError, RuleFileError
 from .facts import encoding_plan
-from .rules import RuleSet
+from ..knowledge.rules import RuleSet
 
 #: What evaluates the rules: durable_rules' C core, vendored unmodified (third_party/durable_rules/README.md).
 ENGINE_VERSION = "durable_rules 2.0.28 C core (vendored, built with ivig-safety)"

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import EngineError
+from ..model.errors import EngineError
 from .facts import Facts
-from .fields import FIELDS, SCALE
-from .policy import Policy
-from .report import Finding
-from .rules import Rule
+from ..knowledge.fields import FIELDS, SCALE
+from ..knowledge.policy import Policy
+from ..model.report import Finding
+from ..knowledge.rules import Rule
 from .suggest import cap_value, exceeds, rate_triple
-from .units import ParsedUnit, Shape, format_number, mg_per_kg_min_to
+from ..model.units import ParsedUnit, Shape, format_number, mg_per_kg_min_to
 
 _UNIT_OF = {"weight": "kg", "dosing_weight": "kg", "daily_volume": "mL", "daily_volume_per_kg": "mL/kg",
             "initial_hold": "min", "time_at_initial": "min", "infusion_time": "min", "concentration": "mg/mL"}

@@ -1,0 +1,5 @@
+"""`python -m ivig_safety.cli` runs the command line."""
+
+from .app import main
+
+main()
