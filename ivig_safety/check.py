@@ -199,4 +199,4 @@ def check(plan: Any, *, policy: str | Path | None = None, rules_dir: str | Path 
     return get_checker(rules_dir, policy).check(plan)
 
 
-get_checker.cache_clear = _clear_checkers  # type: ignore[attr-defined]  # e.g. after fork (batch.py)
+get_checker.cache_clear = _clear_checkers  # type: ignore[attr-defined]  # e.g. after fork (batch/workers.py)

@@ -30,7 +30,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from ivig_safety import InvalidPlanError, Report, check
-from ivig_safety.batch.workers import InputRow, _encode_results, check_many
+from ivig_safety.batch import InputRow, check_many
+from ivig_safety.batch.writers import _encode_results
 from ivig_safety.cli import main
 
 from .conftest import BASE_PLAN

@@ -31,7 +31,8 @@ from click.testing import CliRunner
 from ivig_safety import Checker, InvalidPlanError, check, check_many
 from ivig_safety.batch import workers as batch_module
 from ivig_safety.model import units
-from ivig_safety.batch.workers import InputRow, encode_csv, encode_jsonl
+from ivig_safety.batch import InputRow
+from ivig_safety.batch.writers import encode_csv, encode_jsonl
 from ivig_safety.cli import main
 from ivig_safety.cli.check import MAX_PLAN_BYTES
 from ivig_safety.formats.render import clean_text, render_json, render_text

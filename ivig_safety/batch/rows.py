@@ -1,0 +1,185 @@
+"""One input row to one result: the row types, decoding a JSON Lines, CSV or plan-file row into a plan, and
+:func:`process_row`, which checks it and turns every failure into an ``error`` row (internal ones marked).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from typing import Any, Iterable, Mapping, NamedTuple
+
+from ..check import Checker
+from ..formats.csv_orders import csv_row_to_plan
+from ..knowledge.yamlio import YamlError, parse_yaml
+from ..model.errors import EngineError, InvalidPlanError
+
+
+class BatchInputError(Exception):
+    """The input cannot be read at all (missing, unreadable, empty, a CSV header without the needed columns)."""
+
+
+class InputRow(NamedTuple):
+    """One row of input, as little processed as possible so the work happens in the worker processes.
+
+    ``kind`` says how to read ``payload``: ``jsonl`` and ``csv`` carry the raw line (bytes, terminator removed),
+    ``file`` a plan file's bytes, ``plan`` an already-parsed plan (the Python API), ``error`` a message (a line
+    the reader refused, e.g. too long). ``context`` is the CSV header, or a folder file's name.
+    """
+
+    line: int
+    kind: str
+    payload: Any
+    context: Any = None
+
+
+class BatchResult(NamedTuple):
+    """One output row. ``verdict`` is ok, warn, block or ``error`` (not checked: see ``errors``). ``internal`` marks
+    an error row that is not the input's fault (the check, the encoding or a worker failed): the row was left
+    unchecked, and the run must not pass as if it had been checked. It is not part of the written row."""
+
+    line: int
+    id: str | int | None
+    verdict: str
+    kinds: tuple[str, ...]
+    max_mg_per_kg_min: float | None
+    max_ml_per_h: float | None
+    findings: tuple[dict[str, Any], ...]
+    errors: tuple[dict[str, str], ...]
+    internal: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON Lines form of the row."""
+        return {"line": self.line, "id": self.id, "verdict": self.verdict, "kinds": list(self.kinds),
+                "max_mg_per_kg_min": self.max_mg_per_kg_min, "max_ml_per_h": self.max_ml_per_h,
+                "findings": list(self.findings), "errors": list(self.errors)}
+
+
+class _RowError(Exception):
+    """A row that could not be read into a plan (decode, JSON, CSV shape)."""
+
+    def __init__(self, msg: str, loc: str = "", plan_id: Any = None):
+        super().__init__(msg)
+        self.errors = ({"loc": loc, "msg": msg},)
+        self.plan_id = plan_id  # whatever id could be read, so the row can still be matched to its order
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        duplicate = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise ValueError(f"duplicate key {duplicate!r}")
+    return result
+
+
+_JSON = json.JSONDecoder(object_pairs_hook=_unique_keys)
+
+
+def _text(raw: bytes, what: str) -> str:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _RowError(f"{what} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at position {exc.start + 1})") \
+            from None
+    if not text.strip():
+        raise _RowError(f"empty {what}: no plan")
+    return text
+
+
+def _decode(row: InputRow) -> tuple[Any, Any]:
+    """The plan data of a row and the id to echo (before validation: an invalid row keeps its id)."""
+    kind = row.kind
+    if kind == "jsonl":
+        text = _text(row.payload, "line")
+        try:
+            data = _JSON.decode(text)
+        except (ValueError, RecursionError) as exc:
+            raise _RowError(f"malformed JSON: {exc}") from None
+        return data, data.get("id") if isinstance(data, dict) else None
+    if kind == "csv":
+        text = _text(row.payload, "line")
+        header = row.context
+        try:
+            cells = next(csv.reader([text], strict=True))
+        except csv.Error as exc:
+            raise _RowError(f"malformed CSV: {exc}", plan_id=_csv_id(text, header)) from None
+        if len(cells) != len(header):
+            raise _RowError(f"{len(cells)} cells, the header has {len(header)}", plan_id=_csv_id(text, header))
+        values = dict(zip(header, cells, strict=True))
+        return csv_row_to_plan(values), values.get("id", "").strip() or None
+    if kind == "file":
+        try:
+            text = row.payload.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise _RowError(f"file is not UTF-8 text (byte at position {exc.start + 1})") from None
+        if not text.strip():
+            raise _RowError("empty file: no plan")
+        try:
+            data = parse_yaml(text)
+        except YamlError as exc:
+            raise _RowError(f"malformed YAML/JSON: {exc}") from None
+        plan_id = data.get("id") if isinstance(data, dict) else None
+        return data, plan_id if plan_id is not None else row.context
+    if kind == "plan":
+        data = row.payload
+        return data, data.get("id") if isinstance(data, Mapping) else None
+    if kind == "error":
+        raise _RowError(str(row.payload))
+    raise _RowError(f"internal error: unknown row kind {kind!r}")
+
+
+def _csv_id(text: str, header: tuple[str, ...]) -> str | None:
+    """The id cell of a row that cannot be used, read leniently, for the error row."""
+    if "id" not in header:
+        return None
+    try:
+        cells = next(csv.reader([text]), [])
+    except csv.Error:
+        return None
+    index = header.index("id")
+    return cells[index].strip() or None if index < len(cells) else None
+
+
+def _echo(value: Any) -> str | int | None:
+    """An id is echoed only when it is one (a string or a whole number), so output stays well-typed."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None
+    return value
+
+
+def _error(line: int, plan_id: Any, errors: Iterable[dict[str, str]], internal: bool = False) -> BatchResult:
+    return BatchResult(line, _echo(plan_id), "error", (), None, None, (), tuple(errors), internal)
+
+
+def _internal(line: int, plan_id: Any, why: str) -> BatchResult:
+    """An error row for a row left unchecked by something that is not the row's fault."""
+    return _error(line, plan_id, ({"loc": "", "msg": why},), internal=True)
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())[:300]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def process_row(row: InputRow, checker: Checker) -> BatchResult:
+    """Check one row. Never raises for anything the row contains: every failure is an ``error`` result (marked
+    ``internal`` when it is not the input's fault)."""
+    plan_id: Any = row.context if row.kind == "file" or (row.kind == "error" and isinstance(row.context, str)) \
+        else None
+    try:
+        data, plan_id = _decode(row)
+        report = checker.check(data)
+        findings = report.findings
+        kinds = tuple(dict.fromkeys(f.kind for f in findings))
+        cap = report.suggested_max_rate
+        report_id = report.plan.id
+        return BatchResult(row.line, report_id if report_id is not None else _echo(plan_id), report.verdict, kinds,
+                           cap.mg_per_kg_min, cap.ml_per_h, tuple(f.model_dump(mode="json") for f in findings), ())
+    except _RowError as exc:
+        return _error(row.line, exc.plan_id if exc.plan_id is not None else plan_id, exc.errors)
+    except InvalidPlanError as exc:
+        return _error(row.line, plan_id, (e.as_dict() for e in exc.errors))
+    except EngineError as exc:
+        return _internal(row.line, plan_id, f"internal error, no verdict: {exc}")
+    except Exception as exc:  # noqa: BLE001 - one bad row must not stop the run; it is reported, not hidden
+        return _internal(row.line, plan_id, f"internal error, no verdict: {_describe(exc)}")

@@ -1,0 +1,49 @@
+"""The counts a batch run ends with: verdicts, and per finding kind and per rule the rows in which it appears."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from .rows import BatchResult
+
+#: What the summary needs of a row: verdict, finding kinds, rule ids (each once per row), and whether it is an error
+#: row left unchecked by an internal error.
+Tally = tuple[str, tuple[str, ...], tuple[str, ...], bool]
+
+
+def tally(result: BatchResult) -> Tally:
+    return (result.verdict, result.kinds, tuple(dict.fromkeys(f["rule"] for f in result.findings)),
+            result.internal)
+
+
+@dataclass
+class Summary:
+    """Counts over the rows written: verdicts, and per finding kind and per rule the rows in which it appears;
+    ``internal`` counts the error rows left unchecked by an internal error (not by invalid input)."""
+
+    rows: int = 0
+    verdicts: Counter[str] = field(default_factory=Counter)
+    kinds: Counter[str] = field(default_factory=Counter)
+    rules: Counter[str] = field(default_factory=Counter)
+    internal: int = 0
+
+    def add(self, result: BatchResult) -> None:
+        self.add_tally(tally(result))
+
+    def add_tally(self, counts: Tally | tuple[str, tuple[str, ...], tuple[str, ...]]) -> None:
+        verdict, kinds, rules = counts[0], counts[1], counts[2]
+        self.rows += 1
+        self.verdicts[verdict] += 1
+        if len(counts) > 3 and counts[3]:
+            self.internal += 1
+        if kinds:
+            self.kinds.update(kinds)
+        if rules:
+            self.rules.update(rules)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, **{v: self.verdicts.get(v, 0) for v in ("ok", "warn", "block", "error")},
+                "internal": self.internal,
+                "kinds": dict(sorted(self.kinds.items())), "rules": dict(sorted(self.rules.items()))}
