@@ -20,7 +20,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..model.errors import RuleFileError, format_loc
-from ..model.units import RATE_SHAPES, Quantity, Shape, UnitError, expecting, rate_to_mg_per_kg_min
+from ..model.units import RATE_SHAPES, Quantity, Shape, UnitError, expecting
+from ..model.rates import rate_to_mg_per_kg_min
 from .yamlio import load_yaml
 
 #: L: label text (the US prescribing information, also where a manufacturer page or monograph reproduces it);

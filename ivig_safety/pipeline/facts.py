@@ -19,7 +19,8 @@ from ..model.errors import InvalidPlanError
 from ..knowledge.fields import DIFFERENCE, FIELDS, SCALE, flag_key
 from ..model.plan import Plan
 from ..knowledge.policy import Policy
-from ..model.units import ParsedUnit, Quantity, Shape, format_number, rate_to_mg_per_kg_min
+from ..model.units import ParsedUnit, Quantity, Shape, format_number
+from ..model.rates import rate_to_mg_per_kg_min
 
 
 

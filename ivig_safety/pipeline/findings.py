@@ -16,7 +16,8 @@ from ..knowledge.policy import Policy
 from ..model.report import Finding
 from ..knowledge.rules import Rule
 from .suggest import cap_value, exceeds, rate_triple
-from ..model.units import ParsedUnit, Shape, format_number, mg_per_kg_min_to
+from ..model.units import ParsedUnit, Shape, format_number
+from ..model.rates import mg_per_kg_min_to
 
 _UNIT_OF = {"weight": "kg", "dosing_weight": "kg", "daily_volume": "mL", "daily_volume_per_kg": "mL/kg",
             "initial_hold": "min", "time_at_initial": "min", "infusion_time": "min", "concentration": "mg/mL"}

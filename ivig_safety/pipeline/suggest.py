@@ -17,7 +17,7 @@ from ..knowledge.fields import SCALE
 from ..knowledge.policy import Policy
 from ..model.report import RateTriple, ScheduleStep
 from ..knowledge.rules import Cap, Rule
-from ..model.units import rate_to_mg_per_kg_min
+from ..model.rates import rate_to_mg_per_kg_min
 
 
 def cap_value(cap: Cap, facts: Facts) -> float:
