@@ -18,7 +18,8 @@ from pydantic import ValidationError
 from .knowledge.catalogue import Catalogue, load_catalogue, load_class_knowledge, load_guidelines, load_vocabulary
 from .pipeline.engine import Engine
 from .model.errors import FieldError, InvalidPlanError, format_loc
-from .pipeline.facts import Facts, Knowledge, build_facts
+from .pipeline.facts import Facts, build_facts
+from .pipeline.label import Knowledge
 from .pipeline.findings import build_finding, explain_rule, merge_findings
 from .model.plan import Plan
 from .knowledge.policy import Policy, load_policy
