@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ivig_safety import check, get_checker
-from ivig_safety.knowledge.catalogue import IndicationEntry, Product
+from ivig_safety.knowledge.products import IndicationEntry, Product
 from ivig_safety.model.units import Quantity, parse_quantity
 
 CATALOGUE = get_checker().catalogue

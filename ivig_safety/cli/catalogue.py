@@ -22,7 +22,7 @@ from ..model.errors import RuleFileError
 from ..knowledge.fields import FIELDS
 from ..model.plan import Plan
 from ..formats.render import console
-from ..knowledge.catalogue import Product
+from ..knowledge.products import Product
 from ..model.units import Quantity, Shape, format_number
 from ..knowledge.yamlio import YamlError, parse_yaml
 

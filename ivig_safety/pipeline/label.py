@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..knowledge.catalogue import BoolFigure, ClassKnowledge, DoseRegimen, Guidelines, IndicationEntry, Product, Vocabulary
+from ..knowledge.catalogue import ClassKnowledge, Guidelines, Vocabulary
+from ..knowledge.products import BoolFigure, DoseRegimen, IndicationEntry, Product
 from ..knowledge.fields import SCALE, flag_key
 from ..knowledge.policy import Policy
 from ..model.rates import rate_to_mg_per_kg_min
