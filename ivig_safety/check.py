@@ -1,7 +1,8 @@
 """The one core every shell calls: ``check(plan) -> Report``.
 
-Parse and validate (plan.py) -> normalise to facts (facts.py) -> evaluate rules (engine.py) -> combine caps into
-suggestions (suggest.py) -> a Report (report.py). The CLI, the batch runner and the HTTP service add nothing clinical.
+Parse and validate (model/plan.py) -> normalise to facts (pipeline/facts.py) -> evaluate rules (pipeline/engine.py)
+-> combine caps into suggestions (pipeline/suggest.py) -> a Report (model/report.py). The shells above it (formats,
+batch, cli, service) add nothing clinical. May import pipeline, knowledge and model.
 """
 
 from __future__ import annotations
