@@ -17,16 +17,16 @@ from typing import Any, Mapping
 from pydantic import ValidationError
 
 from .knowledge.catalogue import Catalogue, load_catalogue, load_class_knowledge, load_guidelines, load_vocabulary
-from .pipeline.engine import Engine
-from .model.errors import FieldError, InvalidPlanError, format_loc
-from .pipeline.facts import Facts, build_facts
-from .pipeline.label import Knowledge
-from .pipeline.findings import build_finding, explain_rule, merge_findings
-from .model.plan import Plan
 from .knowledge.policy import Policy, load_policy
-from .model.report import (DispenseReport, PlanSummary, PolicyIdentity, Report, RuleSetIdentity, VialCount,
-                     verdict_for)
 from .knowledge.rules import Rule, RuleSet, load_rules
+from .model.errors import FieldError, InvalidPlanError, format_loc
+from .model.plan import Plan
+from .model.report import (DispenseReport, PlanSummary, PolicyIdentity, Report, RuleSetIdentity, VialCount,
+                           verdict_for)
+from .pipeline.engine import Engine
+from .pipeline.facts import Facts, build_facts
+from .pipeline.findings import build_finding, explain_rule, merge_findings
+from .pipeline.label import Knowledge
 from .pipeline.suggest import exceeds, rate_triple, suggest
 
 

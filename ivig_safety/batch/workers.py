@@ -24,8 +24,8 @@ Why batch/ (this module, sources.py, rows.py, writers.py) is built the way it is
   and plan files are opened with O_NOFOLLOW and read only if they are regular files.
 * **Output text is terminal-safe**: JSON has control and bidi characters escaped, CSV cells go through
   :func:`render.clean_text`.
-* **Duplicate keys are an error** in JSON Lines, as in YAML plans (knowledge/yamlio.py): a row with two ``rate`` keys would
-  otherwise be judged on one of them without a word.
+* **Duplicate keys are an error** in JSON Lines, as in YAML plans (knowledge/yamlio.py): a row with two ``rate``
+  keys would otherwise be judged on one of them without a word.
 
 Nothing clinical happens here: every verdict comes from :meth:`Checker.check`.
 """

@@ -31,8 +31,8 @@ from rich.table import Table
 from rich.text import Text
 
 from ..batch import WRITERS, BatchInputError, Source, Summary, encoded_batches, open_source
-from .options import EXIT_BLOCK, EXIT_INTERNAL, EXIT_INVALID, EXIT_OK, EXIT_WARN, fail, load_checker, policy_option
 from ..formats.render import clean_text
+from .options import EXIT_BLOCK, EXIT_INTERNAL, EXIT_INVALID, EXIT_OK, EXIT_WARN, fail, load_checker, policy_option
 
 EXIT_INTERRUPTED = 130
 #: --fail-on thresholds: a level fails the run on itself and on every level after it.

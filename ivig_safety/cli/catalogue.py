@@ -1,7 +1,7 @@
 """Commands that explain the engine to the pharmacist who must trust it: products, rules, lint, fields, schema.
 
-Why separate from the check command (check.py): these commands read the loaded rule set and print it; they judge no plan. Each is a small
-click function over :class:`ivig_safety.Checker`.
+Why separate from the check command (check.py): these commands read the loaded rule set and print it; they
+judge no plan. Each is a small click function over :class:`ivig_safety.Checker`.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ import yaml
 from rich.table import Table
 
 from ..check import Checker, default_rules_dir
-from .options import EXIT_INVALID, fail, load_checker, policy_option
-from ..model.errors import RuleFileError
-from ..knowledge.fields import FIELDS
-from ..model.plan import Plan
 from ..formats.render import console
+from ..knowledge.fields import FIELDS
 from ..knowledge.products import Product
-from ..model.units import Quantity, Shape, format_number
 from ..knowledge.yamlio import YamlError, parse_yaml
+from ..model.errors import RuleFileError
+from ..model.plan import Plan
+from ..model.units import Quantity, Shape, format_number
+from .options import EXIT_INVALID, fail, load_checker, policy_option
 
 
 def _rate(product: Product, quantity: Quantity) -> str:

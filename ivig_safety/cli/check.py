@@ -1,4 +1,5 @@
-"""``ivig-safety check`` and ``risk-factors``: a thin shell over :class:`ivig_safety.Checker`; nothing clinical happens here.
+"""``ivig-safety check`` and ``risk-factors``: a thin shell over :class:`ivig_safety.Checker`; nothing clinical
+happens here.
 
 Exit codes: 0 ok, 1 warn, 3 block; 2 invalid input or usage (message on stderr naming the field, no verdict on
 stdout); 4 internal error (anything that went wrong inside the check or while rendering the report: one line
@@ -16,8 +17,8 @@ from typing import Any, BinaryIO
 import click
 
 from ..formats.render import clean_text, console, render_json, render_text
-from ..model.errors import EngineError, InvalidPlanError
 from ..knowledge.yamlio import YamlError, parse_yaml
+from ..model.errors import EngineError, InvalidPlanError
 from .options import VERDICT_EXIT, fail, internal_error, load_checker, policy_option
 
 #: The largest plan file ``check`` reads: a plan is a few hundred bytes. Reading stops at this plus one byte.

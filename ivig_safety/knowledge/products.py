@@ -18,8 +18,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from ..model.units import RATE_SHAPES, Quantity, Shape, UnitError, expecting
 from ..model.rates import rate_to_mg_per_kg_min
+from ..model.units import RATE_SHAPES, Quantity, Shape, UnitError, expecting
 
 #: L: label text (the US prescribing information, also where a manufacturer page or monograph reproduces it);
 #: M: the manufacturer's own material, not label text; G: a national or provincial guideline (off-label regimens).

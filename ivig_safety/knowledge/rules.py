@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..model.errors import RuleFileError
+from ..model.units import RATE_SHAPES, Quantity, Shape, UnitError, parse_quantity
 from .fields import DIFFERENCE, FIELDS, FLAG_PREFIXES, SCALE, FieldSpec, flag_key
 from .policy import Policy
-from ..model.units import RATE_SHAPES, Quantity, Shape, UnitError, parse_quantity
 from .yamlio import load_yaml
 
 #: The stable public vocabulary of finding kinds.

@@ -29,9 +29,9 @@ from typing import Any
 from .. import _durable_rules_engine as _dre
 import orjson
 
+from ..knowledge.rules import RuleSet
 from ..model.errors import EngineError, RuleFileError
 from .facts import encoding_plan
-from ..knowledge.rules import RuleSet
 
 #: What evaluates the rules: durable_rules' C core, vendored unmodified (third_party/durable_rules/README.md).
 ENGINE_VERSION = "durable_rules 2.0.28 C core (vendored, built with ivig-safety)"

@@ -12,9 +12,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..knowledge.products import DoseRegimen, Product
 from ..knowledge.fields import DIFFERENCE, FIELDS, SCALE, flag_key
 from ..knowledge.policy import Policy
+from ..knowledge.products import DoseRegimen, Product
 from ..model.bounds import MAX_DOSE_G_PER_KG, RATE_MG_KG_MIN
 from ..model.errors import InvalidPlanError
 from ..model.plan import Plan

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..model.errors import EngineError
-from .facts import Facts
 from ..knowledge.fields import FIELDS, SCALE
 from ..knowledge.policy import Policy
-from ..model.report import Finding
 from ..knowledge.rules import Rule
-from .suggest import cap_value, exceeds, rate_triple
-from ..model.units import ParsedUnit, Shape, format_number
+from ..model.errors import EngineError
 from ..model.rates import mg_per_kg_min_to
+from ..model.report import Finding
+from ..model.units import ParsedUnit, Shape, format_number
+from .facts import Facts
+from .suggest import cap_value, exceeds, rate_triple
 
 _UNIT_OF = {"weight": "kg", "dosing_weight": "kg", "daily_volume": "mL", "daily_volume_per_kg": "mL/kg",
             "initial_hold": "min", "time_at_initial": "min", "infusion_time": "min", "concentration": "mg/mL"}

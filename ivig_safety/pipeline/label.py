@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..knowledge.catalogue import ClassKnowledge, Guidelines, Vocabulary
-from ..knowledge.products import BoolFigure, DoseRegimen, IndicationEntry, Product
 from ..knowledge.fields import SCALE, flag_key
 from ..knowledge.policy import Policy
+from ..knowledge.products import BoolFigure, DoseRegimen, IndicationEntry, Product
 from ..model.rates import rate_to_mg_per_kg_min
 from ..model.units import Shape
 from .dosing import Vial, parse_vials

@@ -12,12 +12,12 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .facts import Facts
 from ..knowledge.fields import SCALE
 from ..knowledge.policy import Policy
-from ..model.report import RateTriple, ScheduleStep
 from ..knowledge.rules import Cap, Rule
 from ..model.rates import rate_to_mg_per_kg_min
+from ..model.report import RateTriple, ScheduleStep
+from .facts import Facts
 
 
 def cap_value(cap: Cap, facts: Facts) -> float:
