@@ -86,3 +86,31 @@ def test_the_environment_override_is_shown_in_the_text_report(tmp_path: Path,
     finally:
         get_checker.cache_clear()  # type: ignore[attr-defined]
     assert "NOT the bundled rule set" in text and str(root.resolve())[:20] in text
+
+
+def test_the_checker_cache_is_bounded_and_frees_what_it_drops(tmp_path: Path) -> None:
+    """Any number of site policies: at most CHECKER_CACHE_SIZE checkers stay loaded, the dropped ones are freed
+    (their engine's C memory with them), and two paths to one file's content share one checker."""
+    import gc
+    import importlib
+    import weakref
+
+    from ivig_safety import check as api_check
+
+    check_module = importlib.import_module("ivig_safety.check")  # the attribute ivig_safety.check is the function
+
+    check_module.get_checker.cache_clear()  # type: ignore[attr-defined]
+    refs = []
+    for index in range(check_module.CHECKER_CACHE_SIZE + 4):
+        site = tmp_path / f"site-{index}.yaml"
+        site.write_text(f"name: site {index}\nentries:\n  advanced_age_over:\n    value: {50 + index}\n"
+                        f"    provenance: test policy {index}\n")
+        api_check(BASE_PLAN, policy=site)
+        refs.append(weakref.ref(check_module.get_checker(None, site)))
+    assert len(check_module._CHECKERS) <= check_module.CHECKER_CACHE_SIZE
+    gc.collect()
+    assert sum(ref() is None for ref in refs) >= 4  # evicted and freed, not kept alive by anything
+    same = tmp_path / "copy.yaml"
+    same.write_text((tmp_path / f"site-{len(refs) - 1}.yaml").read_text())
+    assert check_module.get_checker(None, same) is refs[-1]()
+    check_module.get_checker.cache_clear()  # type: ignore[attr-defined]
