@@ -1,7 +1,7 @@
 """Dosing weight, dose rounding and the vials to dispense: institutional methods, configured in the site policy.
 
 Why a module of its own: these are pharmacy arithmetic, not label rules. Which weight a dose is calculated on and how
-it is rounded differ by jurisdiction (package-inserts.md, "Dosing weight": NBA adjusted weight, Ontario BMI > 30 and
+it is rounded differ by jurisdiction (Australian NBA adjusted weight, Ontario BMI > 30 and
 nearest 5 g, a US protocol's 120% IBW and nearest whole vial), so the method comes from policy.yaml and the report
 says which was used.
 """
@@ -27,7 +27,7 @@ class DosingWeight:
 
 
 def ideal_body_weight(height_cm: float, sex: str) -> float:
-    """Devine: men 50 kg, women 45.5 kg, + 2.3 kg per inch over 60 inches (package-inserts.md, "Dosing weight")."""
+    """Devine: men 50 kg, women 45.5 kg, + 2.3 kg per inch over 60 inches (as the Australian NBA uses it)."""
     base = 50.0 if sex == "male" else 45.5
     return base + 2.3 * (height_cm / _INCH_CM - 60.0)
 
