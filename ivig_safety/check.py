@@ -172,8 +172,7 @@ def get_checker(rules_dir: str | Path | None = None, policy_file: str | Path | N
     The cache is keyed by the policy file's content (two paths to the same file share one Checker; an edited file
     gets a new one) and bounded: the least recently used Checker is dropped, and its engine's C memory is freed
     when nobody holds it any more."""
-    policy_key = hashlib.sha256(Path(policy_file).read_bytes()).hexdigest() if policy_file else None
-    key = (str(Path(rules_dir).resolve()) if rules_dir else None, policy_key)
+    key = (str(Path(rules_dir).resolve()) if rules_dir else None, _content_key(policy_file) if policy_file else None)
     with _CHECKERS_LOCK:
         checker = _CHECKERS.get(key)
         if checker is not None:
@@ -188,9 +187,28 @@ def get_checker(rules_dir: str | Path | None = None, policy_file: str | Path | N
     return checker
 
 
+#: sha256 of a policy file per (path, modification time, size): check(plan, policy=...) in a loop reads the file once,
+#: not on every call; an edited file has a new time or size and is hashed again.
+_CONTENT_KEYS: dict[tuple[str, int, int], str] = {}
+
+
+def _content_key(path: str | Path) -> str:
+    resolved = Path(path).resolve()
+    info = resolved.stat()
+    stamp = (str(resolved), info.st_mtime_ns, info.st_size)
+    digest = _CONTENT_KEYS.get(stamp)
+    if digest is None:
+        digest = hashlib.sha256(resolved.read_bytes()).hexdigest()
+        if len(_CONTENT_KEYS) >= 4 * CHECKER_CACHE_SIZE:
+            _CONTENT_KEYS.clear()
+        _CONTENT_KEYS[stamp] = digest
+    return digest
+
+
 def _clear_checkers() -> None:
     with _CHECKERS_LOCK:
         _CHECKERS.clear()
+        _CONTENT_KEYS.clear()
 
 
 def check(plan: Any, *, policy: str | Path | None = None, rules_dir: str | Path | None = None) -> Report:
