@@ -1,4 +1,4 @@
-"""The package's layers (issue #11) hold: model <- knowledge <- pipeline <- check <- formats <- batch <- cli | service.
+"""The package's layers (issue #11) hold: model <- knowledge <- pipeline <- check <- formats <- batch <- service <- cli.
 
 The contracts live in pyproject.toml ([tool.importlinter]) and are run here with import-linter, on the package as
 imported (the checkout, or site-packages in CI's wheel run). A second test proves they bite: a copy of the package
