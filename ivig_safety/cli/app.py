@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from . import batch, catalogue, check
+from . import batch, catalogue, check, feedback, serve
 from .options import load_checker
 
 
@@ -48,5 +48,5 @@ def main() -> None:
 
 
 for command in (check.check, check.risk_factors, batch.batch, catalogue.products, catalogue.rules_group,
-                catalogue.schema):
+                catalogue.schema, serve.serve, feedback.feedback_report):
     main.add_command(command)
