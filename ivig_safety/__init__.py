@@ -5,13 +5,13 @@ Everything else is private by convention.
 """
 
 from .batch import check_many
-from .check import Checker, check, get_checker
+from .check import Checker, check, get_checker, ivig_orders, plan_from_fhir
 from .model.errors import EngineError, FieldError, InvalidPlanError, RuleFileError
 from .model.plan import Plan
 from .model.report import Finding, RateTriple, Report, ScheduleStep
 
 __all__ = [
-    "check", "check_many", "Checker", "get_checker", "Plan", "Report", "Finding", "RateTriple", "ScheduleStep",
+    "check", "check_many", "plan_from_fhir", "ivig_orders", "Checker", "get_checker", "Plan", "Report", "Finding", "RateTriple", "ScheduleStep",
     "InvalidPlanError", "RuleFileError", "EngineError", "FieldError",
 ]
 def _version() -> str:

@@ -16,6 +16,8 @@ from typing import Any, Mapping
 
 from pydantic import ValidationError
 
+from .fhir import FhirMapper, FhirPlan, is_fhir
+from .knowledge.codes import CodeIndex, build_index, load_site_codes
 from .knowledge.catalogue import Catalogue, load_catalogue, load_class_knowledge, load_guidelines, load_vocabulary
 from .knowledge.policy import Policy, load_policy
 from .knowledge.rules import Rule, RuleSet, load_rules
@@ -62,7 +64,8 @@ def validation_errors(exc: ValidationError) -> list[FieldError]:
 class Checker:
     """A loaded rule set, catalogue and policy, and the engine compiled from them. Thread-safe; load once, reuse."""
 
-    def __init__(self, rules_dir: Path | str | None = None, policy_file: Path | str | None = None):
+    def __init__(self, rules_dir: Path | str | None = None, policy_file: Path | str | None = None,
+                 site_codes: Path | str | None = None):
         root = Path(rules_dir) if rules_dir is not None else default_rules_dir()
         self.rules_dir = root
         self.vocabulary = load_vocabulary(root / "vocabulary.yaml")
@@ -81,6 +84,25 @@ class Checker:
         self._ruleset_identity = RuleSetIdentity(**self.ruleset.identity, bundled=bundled,
                                                  path=None if bundled else str(root.resolve()))
         self._policy_identity = PolicyIdentity(**self.policy.identity)
+        self.site_codes = Path(site_codes) if site_codes is not None else None
+        self.codes: CodeIndex = self._code_index()
+        self._fhir: FhirMapper | None = None
+
+    def _code_index(self) -> CodeIndex:
+        """The code look-ups for FHIR input: product files' codes, the vocabulary's lists and the site's file."""
+        products = {pid: list(p.codes) if isinstance(p.codes, list) else [] for pid, p in self.catalogue.products.items()}
+        site = None
+        if self.site_codes is not None:
+            site = load_site_codes(self.site_codes, self.vocabulary.indications, self.vocabulary.risk_factors,
+                                   self.catalogue.products)
+        return build_index(products, self.vocabulary.codes, site, str(self.site_codes) if site else None)
+
+    @property
+    def fhir(self) -> FhirMapper:
+        """The FHIR mapper for this rule set, policy and site codes (built on first FHIR input)."""
+        if self._fhir is None:
+            self._fhir = FhirMapper(self.catalogue, self.vocabulary, self.policy, self.codes)
+        return self._fhir
 
     def renew_engine(self) -> None:
         """Give this Checker a new engine (fresh durable_rules handles and locks): for a process forked from one
@@ -106,7 +128,15 @@ class Checker:
         return report, {rule.id: explain_rule(rule, facts) for rule in fired}
 
     def _run(self, plan: Any) -> tuple[Report, Facts, list[Rule]]:
-        parsed = self.parse(plan)  # a Plan instance too: it may have been built or copied without validation
+        mapped: FhirPlan | None = None
+        if is_fhir(plan):
+            mapped = self.fhir.map(plan)
+            try:
+                parsed = self.parse(mapped.plan)
+            except InvalidPlanError as exc:
+                raise InvalidPlanError([_in_fhir(error, mapped.sources) for error in exc.errors]) from None
+        else:
+            parsed = self.parse(plan)  # a Plan instance too: it may have been built or copied without validation
         facts = build_facts(parsed, self.catalogue.products[parsed.product], self.policy, self.knowledge)
         fired = [self._rules[rule_id] for rule_id in self.engine.evaluate(facts.encode(self.engine.encoding))]
         findings = merge_findings(fired, [build_finding(rule, facts, self.policy) for rule in fired], facts)
@@ -126,6 +156,7 @@ class Checker:
                 dose_per_day_g_per_kg=round(values["dose_per_day"], 4),
                 daily_volume_ml=round(values["daily_volume"], 3),
                 plan_infusion_min=round(values["infusion_time"], 2),
+                sources=mapped.sources if mapped is not None else None,
             ),
             findings=findings,
             suggested_max_rate=rate_triple(facts, suggestion.max_rate, self.policy),
@@ -137,6 +168,15 @@ class Checker:
             pump_tolerance_used=_tolerance_used(facts),
         )
         return report, facts, fired
+
+def _in_fhir(error: FieldError, sources: dict[str, str]) -> FieldError:
+    """A plan field's error named by the FHIR element it was read from (``steps[1].rate`` ->
+    ``MedicationRequest.dosageInstruction[1]... (steps[1].rate)``)."""
+    for key in sorted(sources, key=len, reverse=True):
+        if error.loc == key or error.loc.startswith(key + ".") or error.loc.startswith(key + "["):
+            return FieldError(f"{sources[key]} ({error.loc})", error.msg)
+    return error
+
 
 def _tolerance_used(facts: Facts) -> list[str]:
     """Where a rate above a label figure passed only because of the policy's pump tolerance (said in the report)."""
@@ -162,23 +202,26 @@ def _dispense(facts: Facts) -> DispenseReport:
 
 #: Checkers kept loaded: a service or batch run uses one or a few policies; more are rebuilt on demand.
 CHECKER_CACHE_SIZE = 8
-_CHECKERS: "OrderedDict[tuple[str | None, str | None], Checker]" = OrderedDict()
+_CHECKERS: "OrderedDict[tuple[str | None, str | None, str | None], Checker]" = OrderedDict()
 _CHECKERS_LOCK = threading.Lock()
 
 
-def get_checker(rules_dir: str | Path | None = None, policy_file: str | Path | None = None) -> Checker:
-    """The shared Checker for a rules folder and a policy file's content, loaded once per process.
+def get_checker(rules_dir: str | Path | None = None, policy_file: str | Path | None = None,
+                site_codes: str | Path | None = None) -> Checker:
+    """The shared Checker for a rules folder, a policy file's and a site codes file's content, loaded once per
+    process.
 
     The cache is keyed by the policy file's content (two paths to the same file share one Checker; an edited file
     gets a new one) and bounded: the least recently used Checker is dropped, and its engine's C memory is freed
     when nobody holds it any more."""
-    key = (str(Path(rules_dir).resolve()) if rules_dir else None, _content_key(policy_file) if policy_file else None)
+    key = (str(Path(rules_dir).resolve()) if rules_dir else None, _content_key(policy_file) if policy_file else None,
+           _content_key(site_codes) if site_codes else None)
     with _CHECKERS_LOCK:
         checker = _CHECKERS.get(key)
         if checker is not None:
             _CHECKERS.move_to_end(key)
             return checker
-    checker = Checker(rules_dir, policy_file)
+    checker = Checker(rules_dir, policy_file, site_codes)
     with _CHECKERS_LOCK:
         checker = _CHECKERS.setdefault(key, checker)
         _CHECKERS.move_to_end(key)
@@ -211,12 +254,27 @@ def _clear_checkers() -> None:
         _CONTENT_KEYS.clear()
 
 
-def check(plan: Any, *, policy: str | Path | None = None, rules_dir: str | Path | None = None) -> Report:
-    """Check one IVIG infusion plan (a dict, or a :class:`Plan`) and return the :class:`Report`.
+def check(plan: Any, *, policy: str | Path | None = None, rules_dir: str | Path | None = None,
+          site_codes: str | Path | None = None) -> Report:
+    """Check one IVIG infusion plan (a dict, a :class:`Plan`, or a FHIR R4 MedicationRequest or Bundle) and return
+    the :class:`Report`. ``site_codes`` is a site's mapping file for FHIR input (local medication codes).
 
     Raises :class:`InvalidPlanError` (with ``.errors``, one per field at fault) when the plan cannot be checked.
     """
-    return get_checker(rules_dir, policy).check(plan)
+    return get_checker(rules_dir, policy, site_codes).check(plan)
+
+
+def plan_from_fhir(resource: Mapping[str, Any], *, policy: str | Path | None = None,
+                   rules_dir: str | Path | None = None, site_codes: str | Path | None = None) -> FhirPlan:
+    """The plan a FHIR R4 order describes (``.plan``, a dict :func:`check` takes) and where each value came from
+    (``.sources``). Raises InvalidPlanError naming the FHIR element at fault."""
+    return get_checker(rules_dir, policy, site_codes).fhir.map(resource)
+
+
+def ivig_orders(resource: Mapping[str, Any], *, policy: str | Path | None = None,
+                rules_dir: str | Path | None = None, site_codes: str | Path | None = None) -> list[dict[str, Any]]:
+    """The IVIG MedicationRequests of a FHIR resource or Bundle (e.g. CDS Hooks ``draftOrders``); others left out."""
+    return get_checker(rules_dir, policy, site_codes).fhir.ivig_orders(resource)
 
 
 get_checker.cache_clear = _clear_checkers  # type: ignore[attr-defined]  # e.g. after fork (batch/workers.py)

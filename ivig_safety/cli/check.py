@@ -19,7 +19,7 @@ import click
 from ..formats.render import clean_text, console, render_json, render_text
 from ..knowledge.yamlio import YamlError, parse_yaml
 from ..model.errors import EngineError, InvalidPlanError
-from .options import VERDICT_EXIT, fail, internal_error, load_checker, policy_option
+from .options import VERDICT_EXIT, fail, internal_error, load_checker, policy_option, site_codes_option
 
 #: The largest plan file ``check`` reads: a plan is a few hundred bytes. Reading stops at this plus one byte.
 MAX_PLAN_BYTES = 1 << 20
@@ -63,8 +63,10 @@ def read_document(source: str) -> Any:
               help="text: the report for people (schedule as a table); json: the Report model, for programs.")
 @click.option("--explain", is_flag=True, help="Show, per finding, the facts that made the rule fire.")
 @policy_option
-def check(plan: str, fmt: str, explain: bool, policy: str | None) -> None:
-    """Check PLAN (a YAML or JSON file of at most 1 MiB, or - for stdin).
+@site_codes_option
+def check(plan: str, fmt: str, explain: bool, policy: str | None, site_codes: str | None) -> None:
+    """Check PLAN (a YAML or JSON file of at most 1 MiB, or - for stdin): an ivig-safety plan, or a FHIR R4
+    MedicationRequest or Bundle (detected by its resourceType).
 
     \b
     Exit codes:
@@ -74,12 +76,13 @@ def check(plan: str, fmt: str, explain: bool, policy: str | None) -> None:
       2  invalid input or usage: stderr names the field; no verdict
       4  internal error: no verdict"""
     data = read_document(plan)
-    checker = load_checker(policy)
+    checker = load_checker(policy, site_codes)
     try:
         report, why = checker.explain(data) if explain else (checker.check(data), None)
     except InvalidPlanError as exc:
         lines = "\n".join(f"  {clean_text(e)}" for e in exc.errors)
-        fail(f"{plan}: invalid plan, not checked:\n{lines}")
+        what = "order" if isinstance(data, dict) and "resourceType" in data else "plan"
+        fail(f"{plan}: invalid {what}, not checked:\n{lines}")
     except EngineError as exc:
         internal_error(exc)
     except Exception as exc:  # noqa: BLE001 - whatever it is, the plan has no verdict: exit 4, never 0/1/3

@@ -28,11 +28,11 @@ def internal_error(exc: BaseException) -> NoReturn:
     fail(f"internal error, no verdict: {type(exc).__name__}" + (f": {detail}" if detail else ""), EXIT_INTERNAL)
 
 
-def load_checker(policy: str | None) -> Checker:
+def load_checker(policy: str | None, site_codes: str | None = None) -> Checker:
     try:
-        return get_checker(None, policy)
+        return get_checker(None, policy, site_codes)
     except RuleFileError as exc:
-        fail(f"rule or policy file: {exc}")
+        fail(f"rule, policy or site codes file: {exc}")
     except OSError as exc:
         fail(f"cannot read rule or policy files: {exc}")
     except Exception as exc:  # noqa: BLE001 - a bug while loading: exit 4, not a traceback
@@ -42,3 +42,6 @@ def load_checker(policy: str | None) -> Checker:
 
 policy_option = click.option("--policy", type=click.Path(exists=True, dir_okay=False),
                              help="Site policy file overlaid on rules/policy.yaml.")
+site_codes_option = click.option(
+    "--site-codes", type=click.Path(exists=True, dir_okay=False),
+    help="Site mapping file for FHIR input: local medication codes per product, and additions to the code lists.")

@@ -147,6 +147,11 @@ def render_text(report: Report, explain: dict[str, list[str]] | None = None) -> 
     if plan.id is not None:
         head.append(f"  [order {clean_text(plan.id)}]")
     parts.append(head)
+    if plan.sources:
+        parts.append(text("Read from FHIR:"))
+        for field, where in plan.sources.items():
+            if "[" not in field:  # steps[i] are in the JSON report; the text shows the steps line
+                parts.append(text(f"  {field}: {where}"))
     if plan.risk_factors:
         derived = f" (derived: {', '.join(plan.derived_risk_factors)})" if plan.derived_risk_factors else ""
         parts.append(text(f"Risk factors: {', '.join(plan.risk_factors)}{derived}"))

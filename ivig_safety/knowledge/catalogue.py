@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from ..model.errors import RuleFileError, format_loc
 from ..model.units import UnitError
+from .codes import VocabularyCodes, check_vocabulary_codes
 from .products import Cited, DoseRegimen, IndicationEntry, Kebab, Product, Text, _Strict
 from .yamlio import load_yaml
 
@@ -55,6 +56,7 @@ class Vocabulary(_Strict):
     indications: dict[Kebab, str]
     risk_factors: dict[Kebab, str]
     excipients: dict[Kebab, ExcipientEntry]
+    codes: VocabularyCodes = VocabularyCodes()
 
     @field_validator("excipients", mode="before")
     @classmethod
@@ -71,6 +73,7 @@ class Vocabulary(_Strict):
                     raise ValueError(f"excipients.{name}.contraindicates: unknown risk factor {entry.contraindicates!r}")
                 if not entry.citation:
                     raise ValueError(f"excipients.{name}: a contraindication needs its citation")
+        check_vocabulary_codes(self.codes, self.indications, self.risk_factors)
         return self
 
 

@@ -65,6 +65,7 @@ FIELDS: dict[str, FieldSpec] = {f.name: f for f in [
     FieldSpec("labelled", "bool", "the product's label covers this indication"),
     _single("concentration", Shape.MASS_PER_VOLUME, "the product's concentration (5% = 50 mg/mL)"),
     _single("weight", Shape.MASS, "the patient's actual body weight"),
+    _single("weight_age", Shape.TIME, "how long before the order the weight was measured (absent when not given)"),
     _single("dosing_weight", Shape.MASS, "the weight doses and per-kg rates are calculated on (policy)"),
     FieldSpec("blood_group_non_o", "bool", "the patient's ABO group is A, B or AB (absent when not given)"),
     FieldSpec("age", "number", "age in years (absent when the plan gives none)"),

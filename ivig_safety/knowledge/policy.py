@@ -68,6 +68,8 @@ SCHEMA: dict[str, Callable[[Any], Any]] = {
     "adult_age_from": _number(12, 21),
     "pump_tolerance": _number(0, 0.05),
     "min_schedule_step": _quantity(Shape.TIME),
+    "weight_max_age": _quantity(Shape.TIME),
+    "egfr_renal_threshold": _quantity(Shape.VOLUME_PER_TIME),
 }
 
 #: The keys that set how strict a boxed-warning or absolute-limit check is, and which way is stricter. A site value
@@ -84,6 +86,8 @@ STRICTER_WHEN: dict[str, str] = {
     "dose_ratio_below_label": "higher",
     "pump_tolerance": "lower",
     "adult_age_from": "higher",
+    "weight_max_age": "lower",
+    "egfr_renal_threshold": "higher",
 }
 
 #: The bundled policy's name: a site file may not take it.

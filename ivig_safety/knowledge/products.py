@@ -20,11 +20,11 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 from ..model.rates import rate_to_mg_per_kg_min
 from ..model.units import RATE_SHAPES, Quantity, Shape, UnitError, expecting
+from .codes import CodeList, Kebab
 
 #: L: label text (the US prescribing information, also where a manufacturer page or monograph reproduces it);
 #: M: the manufacturer's own material, not label text; G: a national or provincial guideline (off-label regimens).
 Tag = Literal["L", "M", "G"]
-Kebab = Annotated[str, Field(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$")]
 Text = Annotated[str, Field(min_length=3)]
 
 
@@ -258,6 +258,9 @@ class Product(_Strict):
     aliases: list[str] = []
     manufacturer: str
     label: LabelIdentity
+    codes: list[CodeList] | NotOnFile = Field(default_factory=list, description=(
+        "NDC and RxNorm codes that name this product in FHIR orders, each list cited; a product with none is only "
+        "matched by a site's codes or its exact name"))
     concentration: ConcentrationFigure  # type: ignore[valid-type]
     sucrose: BoolFigure | NotOnFile
     excipients: list[Excipient] | NoneStated | NotOnFile

@@ -36,7 +36,8 @@ from .yamlio import load_yaml
 KINDS = (
     "max-rate-exceeded", "initial-rate-exceeded", "thrombosis-risk", "renal-risk", "high-dose", "dose-out-of-range",
     "contraindication", "excipient-risk", "glucose-monitoring-interference", "unlabeled-indication",
-    "hemolysis-risk", "aseptic-meningitis-risk", "volume-overload-risk", "hydration",
+    "hemolysis-risk", "aseptic-meningitis-risk", "volume-overload-risk", "hydration", "hypersensitivity-risk",
+    "indication-undetermined", "weight-stale",
 )
 SEVERITIES = ("info", "warning", "critical")
 _RULE_KEYS = {"id", "kind", "severity", "when", "cap", "step", "message", "citation", "description", "group"}

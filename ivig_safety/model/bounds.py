@@ -16,6 +16,13 @@ AGE_YEARS = (0.0, 130.0)
 STEP_MINUTES = (0.0, 24 * 60.0)
 #: A course cannot repeat within a day of the last, and ten years is history.
 INTERVAL_DAYS = (1.0, 3660.0)
+#: A weight measured in the future is an error; one from over a century ago is garbage.
+WEIGHT_AGE_DAYS = (0.0, 36600.0)
+#: FHIR input: a Bundle beyond these is not one order and its chart, and is refused before validation so that a
+#: hostile document costs milliseconds (entries; nesting depth; nodes of the JSON tree).
+MAX_BUNDLE_ENTRIES = 2000
+MAX_FHIR_DEPTH = 40
+MAX_FHIR_NODES = 200_000
 #: Infusion days in one course, and titration steps in one day.
 DAYS = (1, 31)
 MAX_STEPS = 50

@@ -16,7 +16,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerial
 from .units import RATE_SHAPES, Quantity, Shape, UnitError, expect, expecting
 
 from .bounds import AGE_YEARS, DAYS, HEIGHT_CM, INTERVAL_DAYS, MAX_ID_CHARS, MAX_ID_INT, MAX_STEPS, STEP_MINUTES, \
-    WEIGHT_KG
+    WEIGHT_AGE_DAYS, WEIGHT_KG
 
 
 def _schema(what: str, example: str) -> WithJsonSchema:
@@ -59,6 +59,9 @@ class _Model(BaseModel):
 
 class Patient(_Model):
     weight: Mass
+    weight_age: Duration | None = Field(
+        default=None, description="how long before the order the weight was measured, e.g. '3 d' (a stale weight is "
+                                  "flagged; the FHIR mapping fills it from the Observation's date)")
     height: Length | None = None
     age: Annotated[float, Field(ge=AGE_YEARS[0], le=AGE_YEARS[1], allow_inf_nan=False,
                                 description="age in years")] | None = None
@@ -86,6 +89,14 @@ class Patient(_Model):
         low, high = WEIGHT_KG
         if not low <= value.canonical <= high:
             raise ValueError(f"{value} is not a human weight (must be {low:g} to {high:g} kg)")
+        return value
+
+    @field_validator("weight_age")
+    @classmethod
+    def _weight_age(cls, value: Quantity | None) -> Quantity | None:
+        low, high = WEIGHT_AGE_DAYS
+        if value is not None and not low <= value.canonical / (24 * 60) <= high:
+            raise ValueError(f"must be {low:g} to {high:g} days, not {value}")
         return value
 
     @field_validator("height")

@@ -66,6 +66,9 @@ class PlanSummary(_Model):
     dose_per_day_g_per_kg: float
     daily_volume_ml: float
     plan_infusion_min: float
+    sources: dict[str, str] | None = Field(
+        default=None, description="for an order read from FHIR: where each value came from (plan field -> FHIR "
+                                  "resource and element, with its date), so a pharmacist sees what the engine believed")
 
 
 class VialCount(_Model):

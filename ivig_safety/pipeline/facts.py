@@ -176,6 +176,8 @@ def build_facts(plan: Plan, product: Product, policy: Policy, knowledge: Knowled
         values["age"] = float(age)
     if patient.blood_group is not None:
         values["blood_group_non_o"] = not patient.blood_group.startswith("O")
+    if patient.weight_age is not None:
+        values["weight_age"] = patient.weight_age.canonical
     if dose.since_previous_course is not None:
         values["since_previous_course"] = dose.since_previous_course.canonical
     if "label_dose_per_course" in values:

@@ -22,7 +22,7 @@ from .suggest import cap_value, exceeds, rate_triple
 _UNIT_OF = {"weight": "kg", "dosing_weight": "kg", "daily_volume": "mL", "daily_volume_per_kg": "mL/kg",
             "initial_hold": "min", "time_at_initial": "min", "infusion_time": "min", "concentration": "mg/mL"}
 #: Durations between courses are shown in days.
-_DAYS = {"since_previous_course", "label_interval_min"}
+_DAYS = {"since_previous_course", "label_interval_min", "weight_age"}
 
 
 def format_rate(facts: Facts, rate: float, unit: ParsedUnit) -> str:
