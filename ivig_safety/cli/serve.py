@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import fail, load_checker, policy_option
+from .options import fail, load_checker, policy_option, site_codes_option
 
 
 def _trust(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
@@ -23,6 +23,7 @@ def _trust(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Worker processes (share the audit database; use PostgreSQL across machines).")
 @policy_option
+@site_codes_option
 @click.option("--base-url", help="The public URL clients call (a token's aud is this plus the path); "
                                  "default http://HOST:PORT.")
 @click.option("--trust", "trust", multiple=True, callback=_trust, metavar="ISSUER=JWKS",
@@ -37,8 +38,8 @@ def _trust(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
               help="A browser origin allowed by CORS. Repeatable; none: CORS closed.")
 @click.option("--insecure-no-auth", is_flag=True,
               help="Accept calls without a token. For a laptop demo only: never with patient data.")
-def serve(host: str, port: int, workers: int, policy: str | None, base_url: str | None, trust: dict[str, str],
-          audit_url: str, fhir_servers: tuple[str, ...], cors_origins: tuple[str, ...],
+def serve(host: str, port: int, workers: int, policy: str | None, site_codes: str | None, base_url: str | None,
+          trust: dict[str, str], audit_url: str, fhir_servers: tuple[str, ...], cors_origins: tuple[str, ...],
           insecure_no_auth: bool) -> None:
     """Serve the CDS Hooks 2.0 service: GET /cds-services, POST /cds-services/{id} and .../feedback, GET /healthz."""
     import os
@@ -52,14 +53,14 @@ def serve(host: str, port: int, workers: int, policy: str | None, base_url: str 
         fail(f"the service needs its extra: pip install 'ivig-safety[service]' ({exc.name} is missing)")
     try:
         settings = Settings(base_url=base_url or f"http://{host}:{port}", trust=trust, audit_url=audit_url,
-                            policy=policy, insecure_no_auth=insecure_no_auth, fhir_servers=fhir_servers,
-                            cors_origins=cors_origins)
+                            policy=policy, site_codes=site_codes, insecure_no_auth=insecure_no_auth,
+                            fhir_servers=fhir_servers, cors_origins=cors_origins)
     except ValueError as exc:
         fail(str(exc))
     if insecure_no_auth:
         click.secho("WARNING: --insecure-no-auth: authentication is OFF. Any caller is trusted. For a laptop demo "
                     "only, never with patient data.", fg="red", bold=True, err=True)
-    load_checker(policy)  # a broken rule or policy file fails here, with exit 2, not in every worker
+    load_checker(policy, site_codes)  # a broken rule or policy file fails here, with exit 2, not in every worker
     try:
         AuditStore(settings.audit_url).close()  # create the tables once, before the workers race to
     except Exception as exc:  # noqa: BLE001 - a wrong URL or an unreachable database: say so, no traceback

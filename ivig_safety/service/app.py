@@ -53,7 +53,7 @@ def create_app(settings: Settings, *, checker: Checker | None = None, store: Aud
                fetcher: Fetcher | None = None, verifier: Verifier | None = None) -> FastAPI:
     """The CDS Hooks app for ``settings``. The keyword arguments replace parts (for tests)."""
     logger = get_logger(settings.log_level)
-    checker = checker or get_checker(None, settings.policy)
+    checker = checker or get_checker(None, settings.policy, settings.site_codes)
     store = store or AuditStore(settings.audit_url)
     fetcher = fetcher or Fetcher(settings.fhir_servers, timeout_s=settings.fetch_timeout_s)
     if settings.insecure_no_auth:
@@ -61,7 +61,7 @@ def create_app(settings: Settings, *, checker: Checker | None = None, store: Aud
     else:
         verifier = verifier or Verifier(settings.trust, store.remember_jti, clock_skew_s=settings.clock_skew_s,
                                         max_lifetime_s=settings.max_token_lifetime_s)
-    hooks = Hooks(checker, store, fetcher, version=__version__, policy=settings.policy)
+    hooks = Hooks(checker, store, fetcher, version=__version__)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -38,7 +38,7 @@ OVERRIDE_CODES = frozenset(code for code, _ in OVERRIDE_REASONS)
 KIND_SYSTEM = "urn:ivig-safety:finding-kind"
 SUGGESTION_LABEL = "Use the suggested schedule"
 _RANK = {"info": 0, "warning": 1, "critical": 2}
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>!|~])")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..check import Checker
+from ..fhir import collect, suggested_dosage
 from ..model.errors import FieldError, InvalidPlanError, format_loc
 from .cards import OVERRIDE_CODES, OVERRIDE_SYSTEM, Built, not_checked_card, report_cards
 from .discovery import PREFETCH, SERVICES
@@ -96,10 +97,9 @@ class CallResult:
 
 
 class Hooks:
-    def __init__(self, checker: Checker, store: AuditStore, fetcher: Fetcher, *, version: str,
-                 policy: str | None = None):
+    def __init__(self, checker: Checker, store: AuditStore, fetcher: Fetcher, *, version: str):
         self.checker, self.store, self.fetcher = checker, store, fetcher
-        self.version, self.policy = version, policy
+        self.version = version
 
     def call(self, service_id: str, data: Any) -> CallResult:
         service = SERVICES[service_id]
@@ -115,9 +115,9 @@ class Hooks:
             prefetch, result.missing = self.fetcher.fetch_missing(
                 PREFETCH, prefetch, request.context, request.fhirServer,
                 request.fhirAuthorization.model_dump() if request.fhirAuthorization else None, deadline)
-        resources = _chart_resources(prefetch)
+        chart = self._chart(_chart_resources(prefetch))
         for order in orders:
-            built, verdict = self._check_order(order, resources, service_id, request.hook)
+            built, verdict = self._check_order(order, chart, service_id, request.hook)
             result.cards += built.cards
             result.issued += built.issued
             if verdict is None:
@@ -127,6 +127,19 @@ class Hooks:
         self.store.record_cards(result.issued)
         return result
 
+    def _chart(self, resources: list[dict[str, Any]]) -> dict[str, Any]:
+        """The prefetched chart as one Bundle, without IVIG MedicationRequests (earlier courses, which the mapping
+        would take for a second order: the draft is the order checked)."""
+        chart = collect(resources)
+        if any(r.get("resourceType") == "MedicationRequest" for r in resources):
+            try:
+                earlier = self.checker.fhir.ivig_orders(chart)
+            except InvalidPlanError:
+                return chart  # malformed chart resources: the check itself names them
+            if earlier:
+                chart["entry"] = [e for e in chart["entry"] if e["resource"] not in earlier]
+        return chart
+
     def _orders(self, request: HookRequest) -> list[dict[str, Any]]:
         drafts = request.context.get("draftOrders")
         if not isinstance(drafts, dict) or drafts.get("resourceType") != "Bundle":
@@ -134,10 +147,8 @@ class Hooks:
         entries = drafts.get("entry", [])
         if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
             raise BadRequest("context.draftOrders.entry must be a list of Bundle entries")
-        from ..fhir import ivig_orders
-
         try:
-            orders = list(ivig_orders([drafts]))
+            orders = self.checker.fhir.ivig_orders(drafts)
         except InvalidPlanError as exc:
             raise BadRequest(f"context.draftOrders: {_first(exc.errors)}") from None
         selections = request.context.get("selections")
@@ -148,20 +159,14 @@ class Hooks:
             raise BadRequest(f"more than {MAX_ORDERS} IVIG orders in one call")
         return orders
 
-    def _check_order(self, order: dict[str, Any], resources: list[dict[str, Any]], service_id: str,
+    def _check_order(self, order: dict[str, Any], chart: dict[str, Any], service_id: str,
                      hook: str) -> tuple[Built, str | None]:
-        from ..fhir import ivig_orders, plan_from_fhir, suggested_dosage
-
         order_id = order.get("id")
         label = f"MedicationRequest/{order_id}" if isinstance(order_id, str) and _FHIR_ID.fullmatch(order_id) \
             else "this IVIG order"
-        others = {id(o) for o in ivig_orders(resources)}  # earlier IVIG courses in the chart are not this order
-        bundle = {"resourceType": "Bundle", "type": "collection",
-                  "entry": [{"resource": order}] + [{"resource": r} for r in resources if id(r) not in others]}
         ruleset = self.checker.ruleset
         try:
-            fhir_plan = plan_from_fhir(bundle, policy=self.policy)
-            report = self.checker.check(fhir_plan.plan)
+            report = self.checker.check(collect(order, chart))
         except InvalidPlanError as exc:
             return not_checked_card(exc.errors, version=self.version, ruleset_version=ruleset.version,
                                     sha256=ruleset.sha256, service=service_id, hook=hook, order_label=label), None

@@ -20,12 +20,14 @@ class Settings:
     """``base_url``: the public URL clients call; a token's ``aud`` must be this plus the path being called.
     ``trust``: issuer -> its JWK Set (a file path, or an https URL fetched and cached). ``fhir_servers``: the FHIR
     base URLs the service may fetch from when prefetch lacks something (nothing else is ever fetched).
-    ``insecure_no_auth``: no token checks, for a laptop demo only."""
+    ``site_codes``: the site's mapping file for FHIR codes (as ``check --site-codes``). ``insecure_no_auth``: no
+    token checks, for a laptop demo only."""
 
     base_url: str = "http://127.0.0.1:8080"
     trust: dict[str, str] = field(default_factory=dict)
     audit_url: str = "sqlite:///audit.db"
     policy: str | None = None
+    site_codes: str | None = None
     insecure_no_auth: bool = False
     fhir_servers: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
