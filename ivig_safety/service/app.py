@@ -88,7 +88,12 @@ def create_app(settings: Settings, *, checker: Checker | None = None, store: Aud
             request.state.log["reason"] = str(exc)[:200]
             raise _Refused(401, "unauthorized") from None
 
-    async def body_json(request: Request) -> Any:
+    async def body_bytes(request: Request) -> bytes:
+        """The body, refused early: a token that is not even a Bearer (401), too large (413), not JSON (415).
+        It is parsed only after the token is verified (:func:`parse_json`, in the worker thread)."""
+        if verifier is not None and not request.headers.get("authorization", "").lower().startswith("bearer "):
+            request.state.log["reason"] = "no Bearer token"
+            raise _Refused(401, "unauthorized")
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
@@ -101,8 +106,11 @@ def create_app(settings: Settings, *, checker: Checker | None = None, store: Aud
             if size > MAX_BODY_BYTES:
                 raise _Refused(413, f"request body larger than {MAX_BODY_BYTES} bytes")
             chunks.append(chunk)
+        return b"".join(chunks)
+
+    def parse_json(raw: bytes) -> Any:
         try:
-            return orjson.loads(b"".join(chunks))
+            return orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise _Refused(400, "malformed JSON") from None
 
@@ -123,7 +131,8 @@ def create_app(settings: Settings, *, checker: Checker | None = None, store: Aud
     @app.get("/cds-services")
     async def services(request: Request) -> dict[str, Any]:
         """Discovery: the services, their hooks and prefetch templates."""
-        await authenticated(request)
+        if verifier is not None:
+            await run_in_threadpool(authenticate, request)
         return discovery()
 
     def _service(request: Request, service_id: str) -> None:
@@ -131,20 +140,16 @@ def create_app(settings: Settings, *, checker: Checker | None = None, store: Aud
             raise _Refused(404, "no such service")
         request.state.log["service"] = service_id
 
-    async def authenticated(request: Request) -> None:
-        if verifier is not None:
-            await run_in_threadpool(authenticate, request)
-
     @app.post("/cds-services/{service_id}")
     async def call(service_id: str, request: Request) -> dict[str, Any]:
         """A hook call: cards for the IVIG orders in context.draftOrders."""
         _service(request, service_id)
-        await authenticated(request)
-        data = await body_json(request)
+        raw = await body_bytes(request)
 
-        def work() -> dict[str, Any]:
+        def work() -> dict[str, Any]:  # one trip to a worker thread: verify, parse, check, record
+            authenticate(request)
             try:
-                result = hooks.call(service_id, data)
+                result = hooks.call(service_id, parse_json(raw))
             except BadRequest as exc:
                 raise _Refused(400, str(exc)) from None
             request.state.log.update(verdicts=result.verdicts, not_checked=result.not_checked,
@@ -158,12 +163,12 @@ def create_app(settings: Settings, *, checker: Checker | None = None, store: Aud
     async def feedback(service_id: str, request: Request) -> dict[str, int]:
         """Feedback: what the prescriber did with each card."""
         _service(request, service_id)
-        await authenticated(request)
-        data = await body_json(request)
+        raw = await body_bytes(request)
 
         def work() -> dict[str, int]:
+            authenticate(request)
             try:
-                stored = hooks.feedback(data)
+                stored = hooks.feedback(parse_json(raw))
             except BadRequest as exc:
                 raise _Refused(400, str(exc)) from None
             request.state.log["feedback"] = stored

@@ -61,6 +61,7 @@ class JwksSource:
         self._transport = transport
         self._cached: _KeySet | None = None
         self._stamp: tuple[int, int] | None = None
+        self._bound: dict[tuple[str, str], tuple[dict[str, Any], jwt.PyJWK]] = {}
         self._lock = threading.Lock()
 
     def key(self, kid: str, alg: str) -> jwt.PyJWK:
@@ -68,10 +69,15 @@ class JwksSource:
         entry = self._entry(kid)
         if entry.get("alg", alg) != alg:
             raise AuthError(f"kid {kid!r} is for {entry.get('alg')!r}, the token says {alg!r}")
+        bound = self._bound.get((kid, alg))
+        if bound is not None and bound[0] is entry:  # the same JWK as last time: its parsed key is reused
+            return bound[1]
         try:
-            return jwt.PyJWK(entry, algorithm=alg)
+            key = jwt.PyJWK(entry, algorithm=alg)
         except jwt.PyJWTError as exc:
             raise AuthError(f"kid {kid!r} cannot verify {alg}: {exc}") from None
+        self._bound[(kid, alg)] = (entry, key)
+        return key
 
     def _entry(self, kid: str) -> dict[str, Any]:
         with self._lock:
