@@ -218,3 +218,18 @@ def test_a_card_for_an_unreadable_order_says_what_is_missing() -> None:
     assert card["indicator"] == "warning" and "body weight" in card["detail"].lower()
     assert card["summary"].startswith("IVIG order not checked")
     assert built.issued[0].rules == (("(order not checked)", "not-checked"),)
+
+
+def test_the_readme_dev_keys_make_tokens_the_service_accepts_once(tmp_path: Path) -> None:
+    from ivig_safety.service import devkeys
+
+    devkeys.keygen(tmp_path)
+    assert (tmp_path / "client-key.pem").stat().st_mode & 0o077 == 0  # the private key is the owner's only
+    seen: set[str] = set()
+    verifier = Verifier({devkeys.DEFAULT_ISSUER: str(tmp_path / "jwks.json")},
+                        lambda key, exp: key not in seen and not seen.add(key))
+    aud = "http://127.0.0.1:8080/cds-services/ivig-order-sign"
+    token = devkeys.token(tmp_path, aud, devkeys.DEFAULT_ISSUER, 300)
+    assert verifier.verify(f"Bearer {token}", aud)["aud"] == aud
+    with pytest.raises(AuthError):
+        verifier.verify(f"Bearer {token}", aud)
