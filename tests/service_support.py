@@ -102,6 +102,31 @@ class Server:
         self._log.close()
 
 
+@pytest.fixture(scope="module")
+def keys() -> ClientKeys:
+    """The module's CDS client key (import this fixture into a test module)."""
+    return ClientKeys()
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=10) as session:
+        yield session
+
+
+def serving(tmp_path_factory: pytest.TempPathFactory, keys: ClientKeys, *args: str) -> Iterator[Server]:
+    """``ivig-safety serve`` trusting ``keys``, with ``args``: for a test module's ``server`` fixture."""
+    folder = tmp_path_factory.mktemp("serve")
+    running = Server(folder, ["--trust", f"{ISSUER}={keys.write_jwks(folder)}", *args])
+    yield running
+    running.stop()
+
+
+def auth(server: Server, keys: ClientKeys, path: str, **claims: Any) -> dict[str, str]:
+    """The Authorization header for one call to ``path`` (a fresh token)."""
+    return {"Authorization": f"Bearer {keys.token(server.base_url + path, **claims)}"}
+
+
 def _postgres_bin() -> Path | None:
     found = shutil.which("pg_ctl")
     if found:

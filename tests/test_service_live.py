@@ -25,32 +25,14 @@ from hypothesis import strategies as st
 from ivig_safety.cli import main
 from ivig_safety.service.store import AuditStore, IssuedCard
 
-from .service_support import ISSUER, ClientKeys, Server
+from .service_support import ISSUER, ClientKeys, Server, auth, client, keys, serving  # noqa: F401 (fixtures)
 
 SIGN = "/cds-services/ivig-order-sign"
 
 
 @pytest.fixture(scope="module")
-def keys() -> ClientKeys:
-    return ClientKeys()
-
-
-@pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, keys: ClientKeys) -> Iterator[Server]:
-    folder = tmp_path_factory.mktemp("serve")
-    running = Server(folder, ["--trust", f"{ISSUER}={keys.write_jwks(folder)}"])
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=10) as session:
-        yield session
-
-
-def auth(server: Server, keys: ClientKeys, path: str, **kwargs: Any) -> dict[str, str]:
-    return {"Authorization": f"Bearer {keys.token(server.base_url + path, **kwargs)}"}
+    yield from serving(tmp_path_factory, keys)
 
 
 def hook_body(**changes: Any) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import httpx
 import orjson
 
 MAX_RESPONSE_BYTES = 2 << 20
-_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _TOKEN = re.compile(r"\{\{\s*([A-Za-z0-9_.]+)\s*\}\}")
 
 
@@ -55,7 +55,7 @@ def fill_template(template: str, context: dict[str, Any]) -> str | None:
         nonlocal missing
         name = match.group(1)
         value = context.get(name.removeprefix("context.")) if name.startswith("context.") else None
-        if not isinstance(value, str) or not _FHIR_ID.fullmatch(value):
+        if not isinstance(value, str) or not FHIR_ID.fullmatch(value):
             missing = True
             return ""
         return value

@@ -6,7 +6,6 @@ them; store feedback. app.py wraps these in FastAPI and auth. Nothing clinical i
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -17,12 +16,11 @@ from ..fhir import collect, suggested_dosage
 from ..model.errors import FieldError, InvalidPlanError, format_loc
 from .cards import OVERRIDE_CODES, OVERRIDE_SYSTEM, Built, not_checked_card, report_cards
 from .discovery import PREFETCH, SERVICES
-from .fetch import Fetcher
+from .fetch import FHIR_ID, Fetcher
 from .store import AuditStore, IssuedCard, Outcome
 
 #: At most this many IVIG orders are checked in one call (a real order has one or two).
 MAX_ORDERS = 10
-_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
 class BadRequest(ValueError):
@@ -162,7 +160,7 @@ class Hooks:
     def _check_order(self, order: dict[str, Any], chart: dict[str, Any], service_id: str,
                      hook: str) -> tuple[Built, str | None]:
         order_id = order.get("id")
-        label = f"MedicationRequest/{order_id}" if isinstance(order_id, str) and _FHIR_ID.fullmatch(order_id) \
+        label = f"MedicationRequest/{order_id}" if isinstance(order_id, str) and FHIR_ID.fullmatch(order_id) \
             else "this IVIG order"
         ruleset = self.checker.ruleset
         try:
