@@ -79,8 +79,8 @@ def _ndc(code: str) -> str | None:
     parts = code.split("-")
     if len(parts) in (2, 3) and all(p.isdigit() for p in parts):
         widths = (5, 4, 2)[:len(parts)]
-        if all(len(p) <= w for p, w in zip(parts, widths)):
-            return "".join(p.zfill(w) for p, w in zip(parts, widths))
+        if all(len(p) <= w for p, w in zip(parts, widths, strict=True)):
+            return "".join(p.zfill(w) for p, w in zip(parts, widths, strict=True))
         return None
     if code.isdigit() and len(code) in (9, 11):
         return code
@@ -196,28 +196,26 @@ def build_index(product_codes: dict[str, list[CodeList]], vocabulary_codes: Voca
                 site: SiteCodes | None = None, site_path: str | None = None) -> CodeIndex:
     """Join every code list into look-up tables; a code that would mean two different things is a load error."""
     index = CodeIndex(site=site.name if site else None)
-    origin = "products"
 
-    def add(table: dict[tuple[str, str], str], name: str, codes: CodeList) -> None:
+    def add(origin: str, table: dict[tuple[str, str], str], name: str, codes: CodeList) -> None:
         for value in codes.values:
             key = (codes.system, normalise(codes.system, value))
             if table.get(key, name) != name:
-                raise RuleFileError(site_path if origin == "site" else "rules", name,
-                                    f"{codes.system} code {value!r} already means {table[key]!r}")
+                raise RuleFileError(origin, name, f"{codes.system} code {value!r} already means {table[key]!r}")
             table[key] = name
             if codes.system == "ndc" and len(key[1]) == 9:
                 if index.product_ndcs.get(key[1], name) != name:
-                    raise RuleFileError("rules", name, f"NDC {value!r} already means {index.product_ndcs[key[1]]!r}")
+                    raise RuleFileError(origin, name, f"NDC {value!r} already means {index.product_ndcs[key[1]]!r}")
                 index.product_ndcs[key[1]] = name
 
     sources: list[tuple[str, VocabularyCodes, dict[str, list[CodeList]]]] = [
         ("rules", vocabulary_codes, product_codes)]
     if site is not None:
-        sources.append(("site", site, site.products))
+        sources.append((site_path or site.name, site, site.products))
     for origin, vocabulary, products in sources:
         for product_id, lists in products.items():
             for codes in lists:
-                add(index.products, product_id, codes)
+                add(origin, index.products, product_id, codes)
         for table, section in ((index.indications, vocabulary.indications),
                                (index.risk_factors, vocabulary.risk_factors),
                                (index.observations, vocabulary.observations),
@@ -228,7 +226,7 @@ def build_index(product_codes: dict[str, list[CodeList]], vocabulary_codes: Voca
                         for value in codes.values:
                             index.medication_words[normalise(TEXT, value)] = name
                     else:
-                        add(table, name, codes)
+                        add(origin, table, name, codes)
     return index
 
 
