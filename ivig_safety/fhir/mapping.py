@@ -339,7 +339,7 @@ class FhirMapper:
             model = found.model
             if model.status not in _USABLE_OBSERVATION or model.valueQuantity is None:
                 continue
-            if any(self.index.lookup(self.index.observations, system_name(c.system) or "", c.code or "") == kind
+            if any(kind in self.index.lookup(self.index.observations, system_name(c.system), c.code)
                    for c in _codings(model.code)):
                 taken = _when(model.effectiveDateTime) or _when(model.effectiveInstant) or _when(
                     model.effectivePeriod.end if model.effectivePeriod else None) or _when(model.issued)
@@ -386,8 +386,7 @@ class FhirMapper:
             if not self._for_patient(document, found, patient) or not self._active_condition(model):
                 continue
             for coding in _codings(model.code):
-                name = self.index.lookup(self.index.risk_factors, system_name(coding.system) or "", coding.code or "")
-                if name:
+                for name in self.index.lookup(self.index.risk_factors, system_name(coding.system), coding.code):
                     risks.setdefault(name, f"{found.ref} ({coding.code})")
         egfr = self._latest(observations, "egfr")
         if egfr is not None:
@@ -413,8 +412,7 @@ class FhirMapper:
                 concept = self._medication_concept(document, found)
                 if concept is None:
                     continue
-                name = self._medication_risk(concept[0])
-                if name:
+                for name in self._medication_risks(concept[0]):
                     risks.setdefault(name, f"{found.ref} ({concept[0].text or _codings(concept[0])[0].code})")
         for name, where in risks.items():
             sources[f"patient.risk_factors.{name}"] = where
@@ -428,15 +426,17 @@ class FhirMapper:
             return False
         return not clinical or bool(clinical & _ACTIVE_CONDITION)
 
-    def _medication_risk(self, concept: Any) -> str | None:
+    def _medication_risks(self, concept: Any) -> tuple[str, ...]:
+        """The risk factors a co-medication brings: by its codes, else by a word of its text (estradiol)."""
+        names: tuple[str, ...] = ()
         for coding in _codings(concept):
-            name = self.index.lookup(self.index.medications, system_name(coding.system) or "", coding.code or "")
-            if name:
-                return name
+            names += self.index.lookup(self.index.medications, system_name(coding.system), coding.code)
+        if names:
+            return names
         for text in (concept.text, *(c.display for c in _codings(concept))):
             if text and (name := self.index.medication_word(text)):
-                return name
-        return None
+                return (name,)
+        return ()
 
     # -- indication -------------------------------------------------------------------------------------------
 
@@ -450,8 +450,7 @@ class FhirMapper:
                 concepts.append((condition.model.code, f"{condition.ref}.code"))
         for concept, where in concepts:
             for coding in _codings(concept):
-                name = self.index.lookup(self.index.indications, system_name(coding.system) or "", coding.code or "")
-                if name:
+                for name in self.index.lookup(self.index.indications, system_name(coding.system), coding.code):
                     found.setdefault(name, f"{where} {coding.system}|{coding.code}")
         if len(found) == 1:
             name, where = next(iter(found.items()))
