@@ -86,14 +86,12 @@ class _Document:
 def _document(model: Any, raw: Mapping[str, Any]) -> _Document:
     kind = model.get_resource_type()
     if kind == "Bundle":
-        found = []
+        document = _Document([])
         for index, entry in enumerate(model.entry or []):
             if entry.resource is None:
                 continue
-            found.append(_Found(f"Bundle.entry[{index}].resource", entry.resource, raw["entry"][index]["resource"]))
-        document = _Document(found)
-        for index, item in enumerate(found):
-            entry = model.entry[int(item.path.split("[")[1].split("]")[0])]
+            item = _Found(f"Bundle.entry[{index}].resource", entry.resource, raw["entry"][index]["resource"])
+            document.resources.append(item)
             if entry.fullUrl:
                 document.by_reference[entry.fullUrl] = item
             if item.model.id:
@@ -132,6 +130,31 @@ def _when(value: Any) -> dt.datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
 
 
+def _has_an_order(data: Mapping[str, Any]) -> None:
+    if data.get("resourceType") == "Bundle" and isinstance(data.get("entry"), list):
+        if not any(isinstance(e, Mapping) and isinstance(e.get("resource"), Mapping)
+                   and e["resource"].get("resourceType") == "MedicationRequest" for e in data["entry"]):
+            raise InvalidPlanError.single("Bundle.entry", "no MedicationRequest: send the IVIG order (a "
+                                                          "MedicationRequest, or a Bundle holding one)")
+
+
+def age_in_years(birth: dt.date, on: dt.date) -> float:
+    """Completed years plus the fraction of the year since the last birthday (exactly N on the Nth birthday; a
+    29 February birthday falls on 28 February in other years). A birth date after ``on`` is age 0."""
+    if birth >= on:
+        return 0.0
+
+    def birthday(year: int) -> dt.date:
+        try:
+            return birth.replace(year=year)
+        except ValueError:  # 29 February
+            return dt.date(year, 2, 28)
+
+    years = on.year - birth.year - (birthday(on.year) > on)
+    last, following = birthday(birth.year + years), birthday(birth.year + years + 1)
+    return round(years + (on - last).days / (following - last).days, 4)
+
+
 def _shown(found: _Found) -> str:
     """An Observation's value as the chart shows it ("154 [lb_av]")."""
     quantity = found.model.valueQuantity
@@ -151,6 +174,7 @@ class FhirMapper:
     # -- the order --------------------------------------------------------------------------------------------
 
     def map(self, data: Mapping[str, Any]) -> FhirPlan:
+        _has_an_order(data)  # before validation: a large Bundle without an order is refused in microseconds
         model = validate(data)
         document = _document(model, data)
         order = self._order(document)
@@ -281,8 +305,7 @@ class FhirMapper:
         if patient is not None:
             birth = _when(patient.model.birthDate)
             if birth is not None:
-                years = max((when - birth).days / 365.25, 0.0)
-                data["age"] = round(years, 2)
+                data["age"] = age_in_years(birth.date(), when.date())
                 sources["patient.age"] = f"{patient.ref}.birthDate {patient.model.birthDate} at {_day(when)}"
             if patient.model.gender in ("female", "male"):
                 data["sex"] = patient.model.gender
@@ -316,7 +339,7 @@ class FhirMapper:
             model = found.model
             if model.status not in _USABLE_OBSERVATION or model.valueQuantity is None:
                 continue
-            if any(self.index.lookup(self.index.observations, system_name(c.system) or "", c.code or "") == kind
+            if any(kind in self.index.lookup(self.index.observations, system_name(c.system), c.code)
                    for c in _codings(model.code)):
                 taken = _when(model.effectiveDateTime) or _when(model.effectiveInstant) or _when(
                     model.effectivePeriod.end if model.effectivePeriod else None) or _when(model.issued)
@@ -363,8 +386,7 @@ class FhirMapper:
             if not self._for_patient(document, found, patient) or not self._active_condition(model):
                 continue
             for coding in _codings(model.code):
-                name = self.index.lookup(self.index.risk_factors, system_name(coding.system) or "", coding.code or "")
-                if name:
+                for name in self.index.lookup(self.index.risk_factors, system_name(coding.system), coding.code):
                     risks.setdefault(name, f"{found.ref} ({coding.code})")
         egfr = self._latest(observations, "egfr")
         if egfr is not None:
@@ -390,8 +412,7 @@ class FhirMapper:
                 concept = self._medication_concept(document, found)
                 if concept is None:
                     continue
-                name = self._medication_risk(concept[0])
-                if name:
+                for name in self._medication_risks(concept[0]):
                     risks.setdefault(name, f"{found.ref} ({concept[0].text or _codings(concept[0])[0].code})")
         for name, where in risks.items():
             sources[f"patient.risk_factors.{name}"] = where
@@ -405,15 +426,17 @@ class FhirMapper:
             return False
         return not clinical or bool(clinical & _ACTIVE_CONDITION)
 
-    def _medication_risk(self, concept: Any) -> str | None:
+    def _medication_risks(self, concept: Any) -> tuple[str, ...]:
+        """The risk factors a co-medication brings: by its codes, else by a word of its text (estradiol)."""
+        names: tuple[str, ...] = ()
         for coding in _codings(concept):
-            name = self.index.lookup(self.index.medications, system_name(coding.system) or "", coding.code or "")
-            if name:
-                return name
+            names += self.index.lookup(self.index.medications, system_name(coding.system), coding.code)
+        if names:
+            return names
         for text in (concept.text, *(c.display for c in _codings(concept))):
             if text and (name := self.index.medication_word(text)):
-                return name
-        return None
+                return (name,)
+        return ()
 
     # -- indication -------------------------------------------------------------------------------------------
 
@@ -421,14 +444,13 @@ class FhirMapper:
         found: dict[str, str] = {}
         concepts: list[tuple[Any, str]] = [(c, f"MedicationRequest.reasonCode[{i}]")
                                            for i, c in enumerate(order.model.reasonCode or [])]
-        for index, reference in enumerate(order.model.reasonReference or []):
+        for reference in order.model.reasonReference or []:
             condition = document.resolve(reference.reference, order)
             if condition is not None and condition.model.get_resource_type() == "Condition":
                 concepts.append((condition.model.code, f"{condition.ref}.code"))
         for concept, where in concepts:
             for coding in _codings(concept):
-                name = self.index.lookup(self.index.indications, system_name(coding.system) or "", coding.code or "")
-                if name:
+                for name in self.index.lookup(self.index.indications, system_name(coding.system), coding.code):
                     found.setdefault(name, f"{where} {coding.system}|{coding.code}")
         if len(found) == 1:
             name, where = next(iter(found.items()))

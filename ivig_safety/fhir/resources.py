@@ -100,8 +100,8 @@ def _refuse_other_versions(data: Mapping[str, Any]) -> None:
         r5 = _R5_FIELDS.get(kind, set()) & set(resource) if isinstance(kind, str) else set()
         if r5:
             raise InvalidPlanError.single(f"{path}.{sorted(r5)[0]}" if "." in path else f"{kind}.{sorted(r5)[0]}",
-                                          f"is FHIR R5 (R4 writes medicationCodeableConcept/medicationReference "
-                                          f"and reasonCode/reasonReference); ivig-safety reads FHIR R4")
+                                          "is FHIR R5 (R4 writes medicationCodeableConcept/medicationReference "
+                                          "and reasonCode/reasonReference); ivig-safety reads FHIR R4")
 
 
 def _errors(resource_type: str, exc: ValidationError) -> list[FieldError]:

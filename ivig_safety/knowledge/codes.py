@@ -79,8 +79,8 @@ def _ndc(code: str) -> str | None:
     parts = code.split("-")
     if len(parts) in (2, 3) and all(p.isdigit() for p in parts):
         widths = (5, 4, 2)[:len(parts)]
-        if all(len(p) <= w for p, w in zip(parts, widths)):
-            return "".join(p.zfill(w) for p, w in zip(parts, widths))
+        if all(len(p) <= w for p, w in zip(parts, widths, strict=True)):
+            return "".join(p.zfill(w) for p, w in zip(parts, widths, strict=True))
         return None
     if code.isdigit() and len(code) in (9, 11):
         return code
@@ -150,39 +150,51 @@ class SiteCodes(VocabularyCodes):
     products: dict[Kebab, list[CodeList]] = {}
 
 
+#: (system, normalised code) -> the names it means. Products, indications and observation kinds: one name per code;
+#: risk factors and co-medication: a code may mean several (monoclonal gammopathy: hyperviscosity and paraproteinemia).
+Table = dict[tuple[str, str], tuple[str, ...]]
+
+
 @dataclass
 class CodeIndex:
     """Look-up tables built once from the product files, the vocabulary and an optional site file."""
 
-    products: dict[tuple[str, str], str] = field(default_factory=dict)  # (system, code) -> product id
+    products: Table = field(default_factory=dict)
     product_ndcs: dict[str, str] = field(default_factory=dict)  # 9-digit product NDC -> product id
-    indications: dict[tuple[str, str], str] = field(default_factory=dict)
-    risk_factors: dict[tuple[str, str], str] = field(default_factory=dict)
-    observations: dict[tuple[str, str], str] = field(default_factory=dict)
-    medications: dict[tuple[str, str], str] = field(default_factory=dict)
+    indications: Table = field(default_factory=dict)
+    risk_factors: Table = field(default_factory=dict)
+    observations: Table = field(default_factory=dict)
+    medications: Table = field(default_factory=dict)
     medication_words: dict[str, str] = field(default_factory=dict)
     site: str | None = None
 
     def product(self, system: str, code: str) -> set[str]:
         """Product ids a coding names (more than one only when a 10-digit NDC reads several ways)."""
         if system == "ndc":
-            found = set()
+            found: set[str] = set()
             for reading in ndc_readings(code):
-                if hit := self.products.get(("ndc", reading)) or self.product_ndcs.get(reading[:9]):
+                found.update(self.products.get(("ndc", reading), ()))
+                if hit := self.product_ndcs.get(reading[:9]):
                     found.add(hit)
             return found
-        hit = self.products.get((system, code.strip()))
-        return {hit} if hit else set()
+        return set(self.products.get((system, code.strip()), ()))
 
-    def lookup(self, table: dict[tuple[str, str], str], system: str, code: str) -> str | None:
-        """The name a coding maps to in one table; hierarchical systems match on the longest listed prefix."""
+    def lookup(self, table: Table, system: str | None, code: str | None) -> tuple[str, ...]:
+        """The names a coding means in one table. Hierarchical systems: in a one-name table the longest listed
+        prefix wins (a specific code overrides its category); in a many-name table every listed prefix counts."""
+        if not system or not code:
+            return ()
         key = normalise(system, code)
         if system not in _HIERARCHICAL:
-            return table.get((system, key))
+            return table.get((system, key), ())
+        names: list[str] = []
         for end in range(len(key), 0, -1):
-            if hit := table.get((system, key[:end])):
-                return hit
-        return None
+            for name in table.get((system, key[:end]), ()):
+                if name not in names:
+                    names.append(name)
+            if names and table not in (self.risk_factors, self.medications):
+                break
+        return tuple(names)
 
     def medication_word(self, text: str) -> str | None:
         words = f" {' '.join(re.findall(r'[a-z0-9]+', text.lower()))} "
@@ -194,30 +206,32 @@ class CodeIndex:
 
 def build_index(product_codes: dict[str, list[CodeList]], vocabulary_codes: VocabularyCodes,
                 site: SiteCodes | None = None, site_path: str | None = None) -> CodeIndex:
-    """Join every code list into look-up tables; a code that would mean two different things is a load error."""
+    """Join every code list into look-up tables; a code that would name two products, two indications or two kinds
+    of observation is a load error naming the file."""
     index = CodeIndex(site=site.name if site else None)
-    origin = "products"
+    many = (index.risk_factors, index.medications)
 
-    def add(table: dict[tuple[str, str], str], name: str, codes: CodeList) -> None:
+    def add(origin: str, table: Table, name: str, codes: CodeList) -> None:
         for value in codes.values:
             key = (codes.system, normalise(codes.system, value))
-            if table.get(key, name) != name:
-                raise RuleFileError(site_path if origin == "site" else "rules", name,
-                                    f"{codes.system} code {value!r} already means {table[key]!r}")
-            table[key] = name
-            if codes.system == "ndc" and len(key[1]) == 9:
+            names = table.get(key, ())
+            if names and name not in names and not any(table is t for t in many):
+                raise RuleFileError(origin, name, f"{codes.system} code {value!r} already means {names[0]!r}")
+            if name not in names:
+                table[key] = (*names, name)
+            if table is index.products and codes.system == "ndc" and len(key[1]) == 9:
                 if index.product_ndcs.get(key[1], name) != name:
-                    raise RuleFileError("rules", name, f"NDC {value!r} already means {index.product_ndcs[key[1]]!r}")
+                    raise RuleFileError(origin, name, f"NDC {value!r} already means {index.product_ndcs[key[1]]!r}")
                 index.product_ndcs[key[1]] = name
 
     sources: list[tuple[str, VocabularyCodes, dict[str, list[CodeList]]]] = [
         ("rules", vocabulary_codes, product_codes)]
     if site is not None:
-        sources.append(("site", site, site.products))
+        sources.append((site_path or site.name, site, site.products))
     for origin, vocabulary, products in sources:
         for product_id, lists in products.items():
             for codes in lists:
-                add(index.products, product_id, codes)
+                add(origin, index.products, product_id, codes)
         for table, section in ((index.indications, vocabulary.indications),
                                (index.risk_factors, vocabulary.risk_factors),
                                (index.observations, vocabulary.observations),
@@ -228,7 +242,7 @@ def build_index(product_codes: dict[str, list[CodeList]], vocabulary_codes: Voca
                         for value in codes.values:
                             index.medication_words[normalise(TEXT, value)] = name
                     else:
-                        add(table, name, codes)
+                        add(origin, table, name, codes)
     return index
 
 
