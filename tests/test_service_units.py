@@ -233,3 +233,26 @@ def test_the_readme_dev_keys_make_tokens_the_service_accepts_once(tmp_path: Path
     assert verifier.verify(f"Bearer {token}", aud)["aud"] == aud
     with pytest.raises(AuthError):
         verifier.verify(f"Bearer {token}", aud)
+
+
+def test_an_engine_failure_is_a_not_checked_warning_not_silence(tmp_path: Path) -> None:
+    from ivig_safety import EngineError, get_checker
+    from ivig_safety.service.hooks import Hooks
+    from ivig_safety.service.store import AuditStore
+
+    from .test_service_orders import dm_chart, dm_request
+
+    class Failing:
+        def __init__(self) -> None:
+            self.real = get_checker()
+            self.fhir, self.ruleset = self.real.fhir, self.real.ruleset
+
+        def check(self, _plan: Any) -> Any:
+            raise EngineError("boom")
+
+    store = AuditStore(f"sqlite:///{tmp_path / 'a.db'}")
+    result = Hooks(Failing(), store, Fetcher(()), version="9").call("ivig-order-sign", dm_request(*dm_chart()))
+    [card] = result.cards
+    assert card["indicator"] == "warning" and "rule engine failed" in card["detail"]
+    assert result.not_checked == 1 and result.verdicts == []
+    store.close()

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..check import Checker
 from ..fhir import collect, suggested_dosage
-from ..model.errors import FieldError, InvalidPlanError, format_loc
+from ..model.errors import EngineError, FieldError, InvalidPlanError, format_loc
 from .cards import OVERRIDE_CODES, OVERRIDE_SYSTEM, Built, not_checked_card, report_cards
 from .discovery import PREFETCH, SERVICES
 from .fetch import FHIR_ID, Fetcher
@@ -165,8 +165,10 @@ class Hooks:
         ruleset = self.checker.ruleset
         try:
             report = self.checker.check(collect(order, chart))
-        except InvalidPlanError as exc:
-            return not_checked_card(exc.errors, version=self.version, ruleset_version=ruleset.version,
+        except (InvalidPlanError, EngineError) as exc:  # the prescriber is told it was not checked, never silence
+            errors = exc.errors if isinstance(exc, InvalidPlanError) else [
+                FieldError("", "the rule engine failed on this order (an internal error, logged)")]
+            return not_checked_card(errors, version=self.version, ruleset_version=ruleset.version,
                                     sha256=ruleset.sha256, service=service_id, hook=hook, order_label=label), None
         updated = {**order, "dosageInstruction": suggested_dosage(order, report)}
         return report_cards(report, version=self.version, service=service_id, hook=hook, updated_order=updated,
