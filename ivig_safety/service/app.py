@@ -74,7 +74,7 @@ def create_app(settings: Settings, *, checker: Checker | None = None, store: Aud
         store.close()
 
     app = FastAPI(title="ivig-safety CDS Hooks service", version=__version__, docs_url=None, redoc_url=None,
-                  default_response_class=OrjsonResponse, lifespan=lifespan)
+                  default_response_class=OrjsonResponse, lifespan=lifespan, redirect_slashes=False)
     app.state.settings, app.state.store, app.state.hooks = settings, store, hooks
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
