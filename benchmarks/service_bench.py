@@ -109,11 +109,18 @@ class _Connections:
         self.host, self.port = host, port
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
-    async def call(self, request: bytes) -> int:
-        connection = self.idle.pop() if self.idle else await asyncio.open_connection(self.host, self.port)
+    async def call(self, request: bytes, fresh: bool = False) -> int:
+        reused = bool(self.idle) and not fresh
+        connection = self.idle.pop() if reused else await asyncio.open_connection(self.host, self.port)
         reader, writer = connection
         writer.write(request)
-        head = await reader.readuntil(b"\r\n\r\n")
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionResetError) as exc:
+            if not reused or (isinstance(exc, asyncio.IncompleteReadError) and exc.partial):
+                raise
+            writer.close()  # the server closed this idle connection (keep-alive timeout): as any client, reconnect
+            return await self.call(request, fresh=True)
         status = int(head.split(b" ", 2)[1])
         length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
                       if line.lower().startswith(b"content-length:"))
@@ -135,6 +142,7 @@ async def load(base: str, body: bytes, tokens: list[str], rate: float, seconds: 
                 for i in range(n)]
     latencies: list[float] = []
     failures = 0
+    reasons: dict[str, int] = {}
     connections = _Connections(host, int(port))
     started = time.perf_counter()
 
@@ -145,16 +153,19 @@ async def load(base: str, body: bytes, tokens: list[str], rate: float, seconds: 
         if delay > 0:
             await asyncio.sleep(delay)
         try:
-            ok = await asyncio.wait_for(connections.call(requests[i]), 30) == 200
-        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError, StopIteration):
-            ok = False
-        if ok:
+            status = await asyncio.wait_for(connections.call(requests[i]), 30)
+        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError, StopIteration) as exc:
+            status = type(exc).__name__
+        if status == 200:
             latencies.append((time.perf_counter() - due) * 1000)
         else:
             failures += 1
+            reasons[str(status)] = reasons.get(str(status), 0) + 1
 
     await asyncio.gather(*(one(i) for i in range(n)))
     connections.close()
+    if reasons:
+        print(f"    failures: {reasons}", flush=True)
     return latencies, failures
 
 
