@@ -557,3 +557,16 @@ def test_two_product_files_claiming_one_ndc_is_a_load_error(tmp_path: Path) -> N
     path.write_text(yaml.safe_dump(product))
     with pytest.raises(RuleFileError, match="already means"):
         Checker(rules)
+
+
+def test_an_egfr_in_a_component_is_read() -> None:
+    codes = codes_for(CHECKER.codes.observations, "egfr")
+    document = _load("dermatomyositis-bundle.json")
+    panel = {"resourceType": "Observation", "id": "renal-panel", "status": "final", "subject": {"reference": DM},
+             "code": {"text": "Renal function panel"}, "effectiveDateTime": AUTHORED.isoformat(),
+             "component": [{"code": {"coding": codes[:1]},
+                            "valueQuantity": {"value": 38, "system": UCUM, "code": "mL/min/{1.73_m2}"}}]}
+    document["entry"].append({"resource": panel})
+    mapped = plan_from_fhir(document)
+    assert "renal-insufficiency" in mapped.plan["patient"]["risk_factors"]
+    assert "Observation/renal-panel" in mapped.sources["patient.risk_factors.renal-insufficiency"]
