@@ -110,7 +110,21 @@ class Checker:
         self.engine = Engine(self.ruleset)
 
     def parse(self, data: Any) -> Plan:
-        """Validate a plan given as a dict (or a Plan); raise InvalidPlanError naming every field at fault."""
+        """Validate a plan given as a dict (or a Plan), or a FHIR R4 MedicationRequest or Bundle; raise
+        InvalidPlanError naming every field (or FHIR element) at fault."""
+        return self._parse(data)[0]
+
+    def _parse(self, data: Any) -> tuple[Plan, dict[str, str] | None]:
+        """The Plan, and for FHIR input where each value came from."""
+        if is_fhir(data):
+            mapped = self.fhir.map(data)
+            try:
+                return self._validate(mapped.plan), mapped.sources
+            except InvalidPlanError as exc:
+                raise InvalidPlanError([_in_fhir(error, mapped.sources) for error in exc.errors]) from None
+        return self._validate(data), None
+
+    def _validate(self, data: Any) -> Plan:
         if not isinstance(data, (Mapping, Plan)):
             raise InvalidPlanError.single("", f"a plan is a mapping of fields, not {type(data).__name__}")
         try:
@@ -128,15 +142,7 @@ class Checker:
         return report, {rule.id: explain_rule(rule, facts) for rule in fired}
 
     def _run(self, plan: Any) -> tuple[Report, Facts, list[Rule]]:
-        mapped: FhirPlan | None = None
-        if is_fhir(plan):
-            mapped = self.fhir.map(plan)
-            try:
-                parsed = self.parse(mapped.plan)
-            except InvalidPlanError as exc:
-                raise InvalidPlanError([_in_fhir(error, mapped.sources) for error in exc.errors]) from None
-        else:
-            parsed = self.parse(plan)  # a Plan instance too: it may have been built or copied without validation
+        parsed, sources = self._parse(plan)  # a Plan instance too: it may have been built or copied without validation
         facts = build_facts(parsed, self.catalogue.products[parsed.product], self.policy, self.knowledge)
         fired = [self._rules[rule_id] for rule_id in self.engine.evaluate(facts.encode(self.engine.encoding))]
         findings = merge_findings(fired, [build_finding(rule, facts, self.policy) for rule in fired], facts)
@@ -156,7 +162,7 @@ class Checker:
                 dose_per_day_g_per_kg=round(values["dose_per_day"], 4),
                 daily_volume_ml=round(values["daily_volume"], 3),
                 plan_infusion_min=round(values["infusion_time"], 2),
-                sources=mapped.sources if mapped is not None else None,
+                sources=sources,
             ),
             findings=findings,
             suggested_max_rate=rate_triple(facts, suggestion.max_rate, self.policy),

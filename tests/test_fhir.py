@@ -507,3 +507,66 @@ def test_a_batch_of_ndjson_bundles_gives_one_row_per_line(tmp_path: Path) -> Non
     assert len(rows) == 4
     assert [r.get("verdict") for r in rows] == ["warn", "error", "error", "warn"]
     assert "no body weight" in json.dumps(rows[1])
+
+
+def test_a_monoclonal_gammopathy_code_brings_both_hyperviscosity_and_paraproteinemia() -> None:
+    document = _load("dermatomyositis-bundle.json")
+    document["entry"].append({"resource": condition("mgus", {"system": "http://hl7.org/fhir/sid/icd-10-cm",
+                                                              "code": "D47.2"}, subject=DM)})
+    risks = plan_from_fhir(document).plan["patient"]["risk_factors"]
+    assert {"hyperviscosity", "paraproteinemia"} <= set(risks)
+
+
+def _rules_copy(tmp_path: Path) -> Path:
+    import shutil
+
+    target = tmp_path / "rules"
+    shutil.copytree(ROOT / "rules" if (ROOT / "rules").is_dir() else CHECKER.rules_dir, target)
+    return target
+
+
+@pytest.mark.parametrize(("edit", "problem"), [
+    (lambda v: v["codes"]["indications"].update({"no-such-indication": [
+        {"system": "icd-10-cm", "values": ["X00"], "citation": "a citation here"}]}), "no-such-indication"),
+    (lambda v: v["codes"]["risk_factors"]["diabetes"].append({"system": "icd-10-cm", "values": ["E11"]}),
+     "citation"),
+    (lambda v: v["codes"]["risk_factors"]["diabetes"].append(
+        {"system": "made-up", "values": ["E11"], "citation": "a citation here"}), "unknown code system"),
+    (lambda v: v["codes"]["indications"]["cidp"].append(
+        {"system": "icd-10-cm", "values": ["M33.1"], "citation": "a citation here"}), "already means"),
+])
+def test_a_wrong_code_list_is_a_load_error_naming_it(tmp_path: Path, edit: Any, problem: str) -> None:
+    from ivig_safety import Checker, RuleFileError
+
+    rules = _rules_copy(tmp_path)
+    vocabulary = yaml.safe_load((rules / "vocabulary.yaml").read_text())
+    edit(vocabulary)
+    (rules / "vocabulary.yaml").write_text(yaml.safe_dump(vocabulary))
+    with pytest.raises(RuleFileError, match=problem):
+        Checker(rules)
+
+
+def test_two_product_files_claiming_one_ndc_is_a_load_error(tmp_path: Path) -> None:
+    from ivig_safety import Checker, RuleFileError
+
+    rules = _rules_copy(tmp_path)
+    path = rules / "products" / "privigen.yaml"
+    product = yaml.safe_load(path.read_text())
+    product["codes"].append({"system": "ndc", "values": ["0069-6111-01"], "citation": "a clash on purpose",
+                             "tag": "L"})
+    path.write_text(yaml.safe_dump(product))
+    with pytest.raises(RuleFileError, match="already means"):
+        Checker(rules)
+
+
+def test_an_egfr_in_a_component_is_read() -> None:
+    codes = codes_for(CHECKER.codes.observations, "egfr")
+    document = _load("dermatomyositis-bundle.json")
+    panel = {"resourceType": "Observation", "id": "renal-panel", "status": "final", "subject": {"reference": DM},
+             "code": {"text": "Renal function panel"}, "effectiveDateTime": AUTHORED.isoformat(),
+             "component": [{"code": {"coding": codes[:1]},
+                            "valueQuantity": {"value": 38, "system": UCUM, "code": "mL/min/{1.73_m2}"}}]}
+    document["entry"].append({"resource": panel})
+    mapped = plan_from_fhir(document)
+    assert "renal-insufficiency" in mapped.plan["patient"]["risk_factors"]
+    assert "Observation/renal-panel" in mapped.sources["patient.risk_factors.renal-insufficiency"]

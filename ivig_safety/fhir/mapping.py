@@ -27,7 +27,7 @@ from ..knowledge.catalogue import Catalogue, Vocabulary
 from ..knowledge.codes import CodeIndex, system_name
 from ..knowledge.policy import Policy
 from ..model.errors import FieldError, InvalidPlanError
-from ..model.units import Shape, UnitError, expect, format_number
+from ..model.units import Shape, UnitError, expect
 from .resources import validate
 from .ucum import UCUM_SYSTEM, UNITS_OF_TIME, UcumError, ucum_to_unit
 
@@ -155,10 +155,19 @@ def age_in_years(birth: dt.date, on: dt.date) -> float:
     return round(years + (on - last).days / (following - last).days, 4)
 
 
-def _shown(found: _Found) -> str:
-    """An Observation's value as the chart shows it ("154 [lb_av]")."""
-    quantity = found.model.valueQuantity
-    return f"{quantity.value} {quantity.code or quantity.unit or ''}".strip()
+@dataclass(frozen=True)
+class _Reading:
+    """One measured value: the Observation, the Quantity, its FHIR path and when it was taken."""
+
+    found: _Found
+    quantity: Any
+    path: str
+    taken: dt.datetime | None
+
+    @property
+    def shown(self) -> str:
+        """The value as the chart shows it ("176 [lb_av]")."""
+        return f"{self.quantity.value} {self.quantity.code or self.quantity.unit or ''}".strip()
 
 
 def _day(when: dt.datetime | None) -> str:
@@ -317,40 +326,46 @@ class FhirMapper:
                                                     "or 3141-9) with a valueQuantity is needed; every dose and rate "
                                                     "per kg rests on it"))
         else:
-            found, taken = weight
-            data["weight"] = self._value(found, errors)
-            sources["patient.weight"] = f"{_shown(found)} from {found.ref}, {_day(taken)}"
-            if taken is not None:
-                days = max((when - taken).total_seconds() / 86400.0, 0.0)
+            data["weight"] = self._quantity(weight.quantity, weight.path, errors)
+            sources["patient.weight"] = f"{weight.shown} from {weight.found.ref}, {_day(weight.taken)}"
+            if weight.taken is not None:
+                days = max((when - weight.taken).total_seconds() / 86400.0, 0.0)
                 data["weight_age"] = {"value": round(days, 3), "unit": "d"}
         height = self._latest(observations, "body-height")
         if height is not None:
-            found, taken = height
-            data["height"] = self._value(found, errors)
-            sources["patient.height"] = f"{_shown(found)} from {found.ref}, {_day(taken)}"
+            data["height"] = self._quantity(height.quantity, height.path, errors)
+            sources["patient.height"] = f"{height.shown} from {height.found.ref}, {_day(height.taken)}"
         risks = self._risk_factors(document, patient, observations, order, sources, errors)
         if risks:
             data["risk_factors"] = sorted(risks)
         return data
 
-    def _latest(self, observations: list[_Found], kind: str) -> tuple[_Found, dt.datetime | None] | None:
-        matching = []
+    def _is(self, concept: Any, kind: str) -> bool:
+        return any(kind in self.index.lookup(self.index.observations, system_name(c.system), c.code)
+                   for c in _codings(concept))
+
+    def _latest(self, observations: list[_Found], kind: str) -> "_Reading | None":
+        """The most recent usable reading of a kind: an Observation's valueQuantity, or the valueQuantity of one of
+        its components (an eGFR panel carries each equation's result as a component)."""
+        readings = []
         for found in observations:
             model = found.model
-            if model.status not in _USABLE_OBSERVATION or model.valueQuantity is None:
+            if model.status not in _USABLE_OBSERVATION:
                 continue
-            if any(kind in self.index.lookup(self.index.observations, system_name(c.system), c.code)
-                   for c in _codings(model.code)):
-                taken = _when(model.effectiveDateTime) or _when(model.effectiveInstant) or _when(
-                    model.effectivePeriod.end if model.effectivePeriod else None) or _when(model.issued)
-                matching.append((found, taken))
-        if not matching:
+            taken = _when(model.effectiveDateTime) or _when(model.effectiveInstant) or _when(
+                model.effectivePeriod.end if model.effectivePeriod else None) or _when(model.issued)
+            if model.valueQuantity is not None and self._is(model.code, kind):
+                readings.append(_Reading(found, model.valueQuantity, f"{found.ref}.valueQuantity", taken))
+                continue
+            for index, component in enumerate(model.component or []):
+                if component.valueQuantity is not None and self._is(component.code, kind):
+                    readings.append(_Reading(found, component.valueQuantity,
+                                             f"{found.ref}.component[{index}].valueQuantity", taken))
+                    break
+        if not readings:
             return None
         epoch = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
-        return max(matching, key=lambda item: item[1] or epoch)
-
-    def _value(self, found: _Found, errors: list[FieldError]) -> Any:
-        return self._quantity(found.model.valueQuantity, f"{found.ref}.valueQuantity", errors)
+        return max(readings, key=lambda reading: reading.taken or epoch)
 
     def _quantity(self, quantity: Any, path: str, errors: list[FieldError]) -> Any:
         """A FHIR Quantity as a plan quantity: UCUM code read as UCUM; plain unit text only without system/code."""
@@ -390,19 +405,17 @@ class FhirMapper:
                     risks.setdefault(name, f"{found.ref} ({coding.code})")
         egfr = self._latest(observations, "egfr")
         if egfr is not None:
-            found, taken = egfr
-            value = self._quantity(found.model.valueQuantity, f"{found.ref}.valueQuantity", errors)
+            value = self._quantity(egfr.quantity, egfr.path, errors)
             if value is not None:
                 try:
                     rate = expect(value, Shape.VOLUME_PER_TIME, what="an eGFR")
                 except UnitError as exc:
-                    errors.append(FieldError(f"{found.ref}.valueQuantity", str(exc)))
+                    errors.append(FieldError(egfr.path, str(exc)))
                 else:
                     threshold = self.policy["egfr_renal_threshold"]
                     if rate.canonical < threshold.canonical:
-                        risks.setdefault("renal-insufficiency", f"{found.ref} eGFR {format_number(rate.magnitude)} "
-                                         f"{found.model.valueQuantity.code or found.model.valueQuantity.unit}, "
-                                         f"{_day(taken)}, below {threshold} (policy egfr_renal_threshold)")
+                        risks.setdefault("renal-insufficiency", f"eGFR {egfr.shown} from {egfr.found.ref}, "
+                                         f"{_day(egfr.taken)}, below {threshold} (policy egfr_renal_threshold)")
         for kind in ("MedicationStatement", "MedicationRequest"):
             for found in document.of_type(kind):
                 if found is order or not self._for_patient(document, found, patient):
