@@ -56,8 +56,10 @@ def test_discovery(server: Server, keys: ClientKeys, client: httpx.Client) -> No
         assert service["id"] and service["description"]
         prefetch = service["prefetch"]
         assert prefetch["patient"] == "Patient/{{context.patientId}}"
-        assert "29463-7" in prefetch["weight"] and "3141-9" in prefetch["weight"] and "8302-2" in prefetch["height"]
-        assert "clinical-status=active" in prefetch["conditions"] and "62238-1" in prefetch["renal"]
+        assert "http://loinc.org|29463-7" in prefetch["weight"] and "http://loinc.org|3141-9" in prefetch["weight"]
+        assert "http://loinc.org|8302-2" in prefetch["height"] and "_count=1" in prefetch["height"]
+        assert "clinical-status=active" in prefetch["conditions"]
+        assert "combo-code=" in prefetch["renal"] and "http://loinc.org|98979-8" in prefetch["renal"]
         assert "MedicationRequest?" in prefetch["medicationRequests"]
         assert "MedicationStatement?" in prefetch["medicationStatements"]
 

@@ -13,11 +13,11 @@ import jwt
 import pytest
 import yaml
 
-from ivig_safety import check
+from ivig_safety import check, get_checker
 from ivig_safety.model.errors import FieldError
 from ivig_safety.service.auth import AuthError, Verifier
 from ivig_safety.service.cards import md, not_checked_card, report_cards
-from ivig_safety.service.discovery import PREFETCH
+from ivig_safety.service.discovery import prefetch_templates
 from ivig_safety.service.fetch import MAX_RESPONSE_BYTES, FetchRefused, Fetcher, allowed_base, fill_template
 
 from .conftest import plan
@@ -28,6 +28,7 @@ FHIR = "https://fhir.example.org/r4"
 TOKEN = {"access_token": "opaque", "token_type": "Bearer", "expires_in": 300, "scope": "user/*.read",
          "subject": "ivig-safety"}
 CONTEXT = {"patientId": "p-1", "userId": "Practitioner/9"}
+PREFETCH = prefetch_templates(get_checker().vocabulary.codes)
 
 
 class Recorder:
@@ -236,7 +237,7 @@ def test_the_readme_dev_keys_make_tokens_the_service_accepts_once(tmp_path: Path
 
 
 def test_an_engine_failure_is_a_not_checked_warning_not_silence(tmp_path: Path) -> None:
-    from ivig_safety import EngineError, get_checker
+    from ivig_safety import EngineError
     from ivig_safety.service.hooks import Hooks
     from ivig_safety.service.store import AuditStore
 
@@ -251,7 +252,7 @@ def test_an_engine_failure_is_a_not_checked_warning_not_silence(tmp_path: Path) 
             raise EngineError("boom")
 
     store = AuditStore(f"sqlite:///{tmp_path / 'a.db'}")
-    result = Hooks(Failing(), store, Fetcher(()), version="9").call("ivig-order-sign", dm_request(*dm_chart()))
+    result = Hooks(Failing(), store, Fetcher(()), PREFETCH, version="9").call("ivig-order-sign", dm_request(*dm_chart()))
     [card] = result.cards
     assert card["indicator"] == "warning" and "rule engine failed" in card["detail"]
     assert result.not_checked == 1 and result.verdicts == []

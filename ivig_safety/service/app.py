@@ -27,8 +27,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..check import Checker, get_checker
+from ..knowledge.codes import VocabularyCodes, load_site_codes
 from .auth import AuthError, Verifier
-from .discovery import SERVICES, discovery
+from .discovery import SERVICES, discovery, prefetch_templates
 from .fetch import Fetcher
 from .hooks import BadRequest, Hooks
 from .logs import get_logger, log
@@ -61,7 +62,8 @@ def create_app(settings: Settings, *, checker: Checker | None = None, store: Aud
     else:
         verifier = verifier or Verifier(settings.trust, store.remember_jti, clock_skew_s=settings.clock_skew_s,
                                         max_lifetime_s=settings.max_token_lifetime_s)
-    hooks = Hooks(checker, store, fetcher, version=__version__)
+    templates = prefetch_templates(*_code_lists(checker))
+    hooks = Hooks(checker, store, fetcher, templates, version=__version__)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -134,7 +136,7 @@ def create_app(settings: Settings, *, checker: Checker | None = None, store: Aud
         """Discovery: the services, their hooks and prefetch templates."""
         if verifier is not None:
             await run_in_threadpool(authenticate, request)
-        return discovery()
+        return discovery(templates)
 
     def _service(request: Request, service_id: str) -> None:
         if service_id not in SERVICES:
@@ -245,6 +247,15 @@ _WARM_UP = {"resourceType": "Bundle", "type": "collection", "entry": [
                                        "code": "g/kg"},
                       "rateQuantity": {"value": 42, "unit": "mL/h", "system": "http://unitsofmeasure.org",
                                        "code": "mL/h"}}]}]}}]}
+
+
+def _code_lists(checker: Checker) -> list[VocabularyCodes]:
+    """The vocabulary's code lists, and the site's codes file's when one is loaded: what the prefetch asks for."""
+    lists: list[VocabularyCodes] = [checker.vocabulary.codes]
+    if checker.site_codes is not None:
+        lists.append(load_site_codes(checker.site_codes, checker.vocabulary.indications,
+                                     checker.vocabulary.risk_factors, checker.catalogue.products))
+    return lists
 
 
 def warm_up(checker: Checker) -> None:

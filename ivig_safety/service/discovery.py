@@ -1,24 +1,18 @@
 """The discovery document (https://cds-hooks.hl7.org/2.0/#discovery): one service on order-select, one on order-sign,
-with the same prefetch templates: what the FHIR mapping reads to build a plan."""
+with the same prefetch templates: what the FHIR mapping reads to build a plan.
+
+The observation templates ask for exactly the codes the mapping reads (rules/vocabulary.yaml, ``codes.observations``,
+plus a site's codes file): the newest body weight, the newest height, and the newest eGFR (``combo-code``, so an eGFR
+carried as a component of a renal panel is found too).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-LOINC = "http://loinc.org"
-#: Prefetch key -> FHIR query template. Weight (29463-7 body weight, 3141-9 measured) and height (8302-2) newest
-#: first; eGFR (CKD-EPI 2021 62238-1 and 98979-8, MDRD 33914-3, 48642-3, 48643-1) for renal insufficiency.
-PREFETCH: dict[str, str] = {
-    "patient": "Patient/{{context.patientId}}",
-    "weight": f"Observation?patient={{{{context.patientId}}}}&code={LOINC}|29463-7,{LOINC}|3141-9"
-              "&_sort=-date&_count=1",
-    "height": f"Observation?patient={{{{context.patientId}}}}&code={LOINC}|8302-2&_sort=-date&_count=1",
-    "conditions": "Condition?patient={{context.patientId}}&clinical-status=active",
-    "renal": f"Observation?patient={{{{context.patientId}}}}&code={LOINC}|62238-1,{LOINC}|98979-8,"
-             f"{LOINC}|33914-3,{LOINC}|48642-3,{LOINC}|48643-1&_sort=-date&_count=1",
-    "medicationRequests": "MedicationRequest?patient={{context.patientId}}&status=active",
-    "medicationStatements": "MedicationStatement?patient={{context.patientId}}&status=active",
-}
+from ..knowledge.codes import SYSTEM_URIS, VocabularyCodes
+
+PATIENT = "{{context.patientId}}"
 
 SERVICES: dict[str, dict[str, Any]] = {
     "ivig-order-select": {
@@ -39,6 +33,26 @@ USAGE = ("Needs a current body weight Observation; without fhirServer and fhirAu
          "must be sent. An order that cannot be checked gets a warning card, never silence.")
 
 
-def discovery() -> dict[str, Any]:
-    return {"services": [{"id": service_id, **service, "prefetch": dict(PREFETCH), "usageRequirements": USAGE}
+def _newest(sources: list[VocabularyCodes], kind: str, parameter: str = "code") -> str:
+    tokens = dict.fromkeys(f"{SYSTEM_URIS.get(lst.system, lst.system)}|{value}"
+                           for codes in sources for lst in codes.observations.get(kind, []) for value in lst.values)
+    return f"Observation?patient={PATIENT}&{parameter}={','.join(tokens)}&_sort=-date&_count=1"
+
+
+def prefetch_templates(*sources: VocabularyCodes) -> dict[str, str]:
+    """Prefetch key -> FHIR query template, for the code lists of ``sources`` (the vocabulary's, a site's)."""
+    given = list(sources)
+    return {
+        "patient": f"Patient/{PATIENT}",
+        "weight": _newest(given, "body-weight"),
+        "height": _newest(given, "body-height"),
+        "conditions": f"Condition?patient={PATIENT}&clinical-status=active",
+        "renal": _newest(given, "egfr", "combo-code"),
+        "medicationRequests": f"MedicationRequest?patient={PATIENT}&status=active",
+        "medicationStatements": f"MedicationStatement?patient={PATIENT}&status=active",
+    }
+
+
+def discovery(templates: dict[str, str]) -> dict[str, Any]:
+    return {"services": [{"id": service_id, **service, "prefetch": dict(templates), "usageRequirements": USAGE}
                          for service_id, service in SERVICES.items()]}

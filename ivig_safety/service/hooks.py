@@ -15,7 +15,7 @@ from ..check import Checker
 from ..fhir import collect, suggested_dosage
 from ..model.errors import EngineError, FieldError, InvalidPlanError, format_loc
 from .cards import OVERRIDE_CODES, OVERRIDE_SYSTEM, Built, not_checked_card, report_cards
-from .discovery import PREFETCH, SERVICES
+from .discovery import SERVICES
 from .fetch import FHIR_ID, Fetcher
 from .store import AuditStore, IssuedCard, Outcome
 
@@ -95,9 +95,10 @@ class CallResult:
 
 
 class Hooks:
-    def __init__(self, checker: Checker, store: AuditStore, fetcher: Fetcher, *, version: str):
+    def __init__(self, checker: Checker, store: AuditStore, fetcher: Fetcher, templates: dict[str, str], *,
+                 version: str):
         self.checker, self.store, self.fetcher = checker, store, fetcher
-        self.version = version
+        self.templates, self.version = templates, version
 
     def call(self, service_id: str, data: Any) -> CallResult:
         service = SERVICES[service_id]
@@ -111,7 +112,7 @@ class Hooks:
         if orders:
             deadline = 1.0 if request.hook == "order-select" else None  # order-select must answer quickly
             prefetch, result.missing = self.fetcher.fetch_missing(
-                PREFETCH, prefetch, request.context, request.fhirServer,
+                self.templates, prefetch, request.context, request.fhirServer,
                 request.fhirAuthorization.model_dump() if request.fhirAuthorization else None, deadline)
         chart = self._chart(_chart_resources(prefetch))
         for order in orders:
