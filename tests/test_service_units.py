@@ -257,3 +257,26 @@ def test_an_engine_failure_is_a_not_checked_warning_not_silence(tmp_path: Path) 
     assert card["indicator"] == "warning" and "rule engine failed" in card["detail"]
     assert result.not_checked == 1 and result.verdicts == []
     store.close()
+
+
+def test_cors_opens_only_to_the_configured_origins(tmp_path: Path) -> None:
+    import asyncio
+
+    from ivig_safety.service import Settings, create_app
+
+    settings = Settings(insecure_no_auth=True, audit_url=f"sqlite:///{tmp_path / 'a.db'}",
+                        cors_origins=("https://ehr.example.org",))
+    app = create_app(settings)
+
+    async def preflight(origin: str) -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc") as local:
+            return await local.options("/cds-services/ivig-order-sign", headers={
+                "Origin": origin, "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type"})
+
+    allowed = asyncio.run(preflight("https://ehr.example.org"))
+    assert allowed.headers["access-control-allow-origin"] == "https://ehr.example.org"
+    assert "access-control-allow-credentials" not in allowed.headers
+    assert "authentication is OFF" in allowed.headers["warning"]
+    assert "access-control-allow-origin" not in asyncio.run(preflight("https://evil.example")).headers
+    app.state.store.close()
