@@ -21,8 +21,8 @@ from .knowledge.policy import Policy, load_policy
 from .knowledge.rules import Rule, RuleSet, load_rules
 from .model.errors import FieldError, InvalidPlanError, format_loc
 from .model.plan import Plan
-from .model.report import (DispenseReport, PlanSummary, PolicyIdentity, Report, RuleSetIdentity, VialCount,
-                           verdict_for)
+from .model.report import (DispenseReport, Finding, PlanSummary, PolicyIdentity, Report, RuleSetIdentity,
+                           VialCount, verdict_for)
 from .pipeline.engine import Engine
 from .pipeline.facts import Facts, build_facts
 from .pipeline.findings import build_finding, explain_rule, merge_findings
@@ -105,12 +105,19 @@ class Checker:
         report, facts, fired = self._run(plan)
         return report, {rule.id: explain_rule(rule, facts) for rule in fired}
 
-    def _run(self, plan: Any) -> tuple[Report, Facts, list[Rule]]:
+    def evaluate(self, plan: Any) -> tuple[Facts, list[Rule], list[Finding]]:
+        """The facts, the rules that fired and the findings, without the suggested schedule and the report: all a
+        batch row needs (batch/rows.py). Invalid input raises InvalidPlanError, as in :meth:`check`."""
         parsed = self.parse(plan)  # a Plan instance too: it may have been built or copied without validation
         facts = build_facts(parsed, self.catalogue.products[parsed.product], self.policy, self.knowledge)
         fired = [self._rules[rule_id] for rule_id in self.engine.evaluate(facts.encode(self.engine.encoding))]
         findings = merge_findings(fired, [build_finding(rule, facts, self.policy) for rule in fired], facts)
         findings.sort(key=lambda f: _SEVERITY_ORDER[f.severity])
+        return facts, fired, findings
+
+    def _run(self, plan: Any) -> tuple[Report, Facts, list[Rule]]:
+        facts, fired, findings = self.evaluate(plan)
+        parsed = facts.plan
         suggestion = suggest(facts, fired, self.policy)
         values = facts.values
         report = Report(

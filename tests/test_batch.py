@@ -450,7 +450,7 @@ def test_check_many_turns_engine_failures_into_error_rows(monkeypatch: pytest.Mo
     from ivig_safety import EngineError
 
     checker = get_checker(None, None)  # the instance check_many uses (lru_cache keys get_checker() apart)
-    real = checker.check
+    real = checker.evaluate  # what a batch row is checked with (Checker.check builds the report on it)
 
     def flaky(plan: Any) -> Any:
         if plan.get("id") == "ENGINE":
@@ -459,7 +459,7 @@ def test_check_many_turns_engine_failures_into_error_rows(monkeypatch: pytest.Mo
             raise ZeroDivisionError("division by zero")
         return real(plan)
 
-    monkeypatch.setattr(checker, "check", flaky)
+    monkeypatch.setattr(checker, "evaluate", flaky)
     plans = many_rows(5)
     plans[1]["id"], plans[3]["id"] = "ENGINE", "BUG"
     results = list(check_many(plans))

@@ -23,7 +23,7 @@ import yaml
 from click.testing import CliRunner
 
 from ivig_safety import InvalidPlanError, check, check_many, get_checker
-from ivig_safety.batch import MAX_LINE_BYTES, Summary
+from ivig_safety.batch import MAX_LINE_BYTES, BatchResult, InputRow, Summary, process_row
 from ivig_safety.cli import main
 from ivig_safety.formats.render import dumps_json, render_json
 
@@ -157,6 +157,23 @@ def test_the_reference_set_covers_every_verdict_and_error_kind() -> None:
     assert verdicts == {"ok", "warn", "block", "error"}
     assert len(rows) > 600
     assert sum(row["verdict"] == "error" for row in rows) > 100
+
+
+def test_a_batch_row_says_what_the_report_says() -> None:
+    """The batch path builds its rows without the full report; each row must still be the report's (independent
+    of the expected files, so it holds for any rule set)."""
+    checker = get_checker()
+    for number, plan in _decoded_plans():
+        row = process_row(InputRow(number, "plan", plan), checker)
+        try:
+            report = checker.check(plan)
+        except InvalidPlanError:
+            assert row.verdict == "error"
+            continue
+        cap = report.suggested_max_rate
+        assert row == BatchResult(number, report.plan.id if report.plan.id is not None else row.id, report.verdict,
+                                  tuple(dict.fromkeys(f.kind for f in report.findings)), cap.mg_per_kg_min,
+                                  cap.ml_per_h, tuple(f.model_dump(mode="json") for f in report.findings), ())
 
 
 if __name__ == "__main__":  # python tests/test_reference_outputs.py --write: only from the original code
