@@ -7,7 +7,8 @@ Why templates are filled here and not in the rule engine: the engine sees intege
 
 from __future__ import annotations
 
-from typing import Any
+from functools import lru_cache
+from typing import Any, Callable
 
 from ..knowledge.fields import FIELDS, SCALE
 from ..knowledge.policy import Policy
@@ -76,45 +77,115 @@ def build_finding(rule: Rule, facts: Facts, policy: Policy) -> Finding:
     return _render(rule, facts, policy)
 
 
+class _Scope:
+    """What a placeholder of one finding may show: the plan's facts, the rule, the step at fault, the steps over
+    the cap, the unit the plan wrote its rates in, the cap (mg/kg/min) and the policy."""
+
+    __slots__ = ("facts", "rule", "step", "over", "unit", "cap", "policy")
+
+    def __init__(self, facts: Facts, rule: Rule, step: int | None, over: list[int], unit: ParsedUnit,
+                 cap: float | None, policy: Policy):
+        self.facts, self.rule, self.step, self.over, self.unit, self.cap, self.policy = \
+            facts, rule, step, over, unit, cap, policy
+
+
+Getter = Callable[[_Scope], str]
+
+
+def _citation(key: str) -> Getter:
+    def get(s: _Scope) -> str:
+        cite = s.facts.cite
+        if key not in cite:
+            raise EngineError(f"rule {s.rule.id}: no citation {key!r} for product {s.facts.product.id}")
+        return cite[key]
+    return get
+
+
+def _policy_value(key: str) -> Getter:
+    return lambda s: _format_policy(s.policy[key])
+
+
+def _fact(name: str) -> Getter:
+    def get(s: _Scope) -> str:
+        shown, unit = s.facts.shown, s.unit
+        shown_key = (name, unit.text)
+        text = shown.get(shown_key)
+        if text is None:  # the same value often appears in several findings of one plan
+            text = shown[shown_key] = _format_value(s.facts, name, unit)
+        return text
+    return get
+
+
+def _risk_factors(s: _Scope) -> str:
+    facts = s.facts
+    present = [r + (" (from age)" if r in facts.derived_risk_factors else "")
+               for r in s.rule.risk_factors if r in facts.risk_factors]
+    return ", ".join(present) or "none"
+
+
+_NAMED: dict[str, Getter] = {
+    "step": lambda s: str(s.step) if s.step is not None else "-",
+    "step_rate": lambda s: format_rate(s.facts, s.facts.steps[s.step - 1].rate, s.unit) if s.step else "-",
+    "over_cap_steps": lambda s: _step_list(s.over) if s.over else "no step",
+    "risk_factors": _risk_factors,
+    "product_name": lambda s: s.facts.product.name,
+    "blood_group": lambda s: s.facts.plan.patient.blood_group or "not given",
+    "cap": lambda s: format_rate(s.facts, s.cap, s.unit) if s.cap is not None else "-",
+}
+
+
+def _getter(name: str) -> Getter:
+    if name.startswith("cite."):
+        return _citation(name[5:])
+    if name in _NAMED:
+        return _NAMED[name]
+    if name.startswith("policy."):
+        return _policy_value(name.removeprefix("policy."))
+    return _fact(name)
+
+
+@lru_cache(maxsize=4096)
+def compile_template(parts: tuple[str, ...]) -> tuple[Getter, ...]:
+    """A template's placeholders (the odd ``parts``, see rules.split_template) as functions, worked out once per
+    template instead of on every finding: rendering the findings was the largest stage of a batch row."""
+    return tuple(_getter(name) for name in parts[1::2])
+
+
+def _fill(parts: tuple[str, ...], scope: _Scope) -> str:
+    """Parts alternate literal text and placeholder names (see rules.split_template)."""
+    if len(parts) == 1:
+        return parts[0]
+    out = list(parts)
+    out[1::2] = [get(scope) for get in compile_template(parts)]
+    return "".join(out)
+
+
+@lru_cache(maxsize=4096)
+def _cites_only(parts: tuple[str, ...]) -> bool:
+    return all(name.startswith("cite.") for name in parts[1::2])
+
+
+def _citation_text(rule: Rule, scope: _Scope) -> str:
+    """A citation that names only ``cite.*`` values depends on the product and indication alone: filled once per
+    product and indication (held with their label facts) and reused."""
+    citations = scope.facts.label.citations
+    text = citations.get(rule.id)
+    if text is None:
+        parts = rule.citation_parts
+        text = _fill(parts, scope)
+        if _cites_only(parts):
+            citations[rule.id] = text
+    return text
+
+
 def _render(rule: Rule, facts: Facts, policy: Policy) -> Finding:
     cap = cap_value(rule.cap, facts) if rule.cap is not None else None
     over = [s.index + 1 for s in facts.steps if cap is not None and exceeds(s.rate, cap)]
     step = 1 if rule.step == "first" else (over[0] if rule.step == "over-cap" and over else None)
-    unit = facts.steps[(step or 1) - 1].unit
-
-    def value(name: str) -> str:
-        if name.startswith("cite."):
-            key = name[5:]
-            if key not in facts.cite:
-                raise EngineError(f"rule {rule.id}: no citation {key!r} for product {facts.product.id}")
-            return facts.cite[key]
-        if name == "step":
-            return str(step) if step is not None else "-"
-        if name == "step_rate":
-            return format_rate(facts, facts.steps[step - 1].rate, unit) if step else "-"
-        if name == "over_cap_steps":
-            return _step_list(over) if over else "no step"
-        if name == "risk_factors":
-            present = [r + (" (from age)" if r in facts.derived_risk_factors else "")
-                       for r in rule.risk_factors if r in facts.risk_factors]
-            return ", ".join(present) or "none"
-        if name == "product_name":
-            return facts.product.name
-        if name == "blood_group":
-            return facts.plan.patient.blood_group or "not given"
-        if name == "cap":
-            return format_rate(facts, cap, unit) if cap is not None else "-"
-        if name.startswith("policy."):
-            return _format_policy(policy[name.removeprefix("policy.")])
-        shown_key = (name, unit.text)
-        text = facts.shown.get(shown_key)
-        if text is None:  # the same value often appears in several findings of one plan
-            text = facts.shown[shown_key] = _format_value(facts, name, unit)
-        return text
-
+    scope = _Scope(facts, rule, step, over, facts.steps[(step or 1) - 1].unit, cap, policy)
     return Finding(
         kind=rule.kind, severity=rule.severity, rule=rule.id,
-        message=_fill(rule.message_parts, value), citation=_fill(rule.citation_parts, value),
+        message=_fill(rule.message_parts, scope), citation=_citation_text(rule, scope),
         step=step, suggested_max_rate=rate_triple(facts, cap, policy) if cap is not None else None,
         rules=[rule.id], kinds=[rule.kind],
     )
@@ -149,16 +220,6 @@ def merge_findings(fired: list[Rule], findings: list[Finding], facts: Facts) -> 
             "kinds": list(dict.fromkeys(k for f in members for k in f.kinds)),
         }))
     return merged
-
-
-def _fill(parts: tuple[str, ...], value: Any) -> str:
-    """Parts alternate literal text and placeholder names (see rules.split_template)."""
-    if len(parts) == 1:
-        return parts[0]
-    out = list(parts)
-    for i in range(1, len(parts), 2):
-        out[i] = value(parts[i])
-    return "".join(out)
 
 
 def explain_rule(rule: Rule, facts: Facts) -> list[str]:
