@@ -33,19 +33,19 @@ Nothing clinical happens here: every verdict comes from :meth:`Checker.check`.
 from __future__ import annotations
 
 import gc
-import multiprocessing
 import os
 import signal
 import sys
 from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from ..check import Checker, get_checker
 from .rows import BatchResult, InputRow, _describe, _internal, process_row
 from .summary import Summary, Tally
 from .writers import Writer, _encode_results
+
+if TYPE_CHECKING:  # the process pool is imported when a run uses workers, not by every ``import ivig_safety``
+    from concurrent.futures import Future, ProcessPoolExecutor
 
 #: Rows sent to a worker process at a time, and chunks in flight per worker: enough to hide the round trip,
 #: small enough that memory stays bounded and output keeps flowing.
@@ -167,6 +167,9 @@ class _Parallel:
         self.pool = self._start()
 
     def _start(self) -> ProcessPoolExecutor:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
         methods = multiprocessing.get_all_start_methods()
         # fork: workers start in milliseconds instead of re-importing pint and pydantic (about a second each)
         context = multiprocessing.get_context("fork" if "fork" in methods else None)
@@ -187,6 +190,8 @@ class _Parallel:
 
     def chunks(self) -> Iterator[Any]:
         """One item per chunk, in input order: a list of results, or (bytes, tallies) when ``fmt`` is set."""
+        from concurrent.futures.process import BrokenProcessPool
+
         chunks = _chunks(self.rows, self.chunk_rows)
         exhausted = False
         try:
@@ -235,6 +240,8 @@ class _Parallel:
                              for future, chunk in self.pending)
 
     def _submit(self, chunk: list[InputRow]) -> Future[Any]:
+        from concurrent.futures.process import BrokenProcessPool
+
         try:
             return self._call(chunk)
         except BrokenProcessPool:  # a worker died since the last result: start again, then submit
@@ -252,6 +259,8 @@ class _Parallel:
         return b"".join(data for data, _ in outcomes), [t for _, tallies in outcomes for t in tallies]
 
     def _alone(self, row: InputRow, first: str) -> Any:
+        from concurrent.futures.process import BrokenProcessPool
+
         try:
             return self._call([row]).result()
         except BrokenProcessPool as exc:
