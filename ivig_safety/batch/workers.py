@@ -33,6 +33,7 @@ Nothing clinical happens here: every verdict comes from :meth:`Checker.check`.
 from __future__ import annotations
 
 import gc
+import itertools
 import os
 import signal
 import sys
@@ -40,16 +41,18 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from ..check import Checker, get_checker
-from .rows import BatchResult, InputRow, _describe, _internal, process_row
-from .summary import Summary, Tally
+from .rows import BatchInputError, BatchResult, InputRow, _describe, _internal, process_row
+from .sources import Source
+from .summary import Summary
 from .writers import Writer, _encode_results
 
 if TYPE_CHECKING:  # the process pool is imported when a run uses workers, not by every ``import ivig_safety``
     from concurrent.futures import Future, ProcessPoolExecutor
 
 #: Rows sent to a worker process at a time, and chunks in flight per worker: enough to hide the round trip,
-#: small enough that memory stays bounded and output keeps flowing.
-CHUNK_ROWS = 64
+#: small enough that memory stays bounded and output keeps flowing. 256 rather than 64: every chunk costs the
+#: parent a future, two pickles and a pipe round trip, and the parent shares the two cores with the workers.
+CHUNK_ROWS = 256
 CHUNKS_PER_WORKER = 4
 
 _WORKER_CHECKER: Checker | None = None
@@ -92,7 +95,7 @@ def _work(chunk: list[InputRow]) -> list[BatchResult]:
     return [process_row(row, checker) for row in chunk]
 
 
-def _work_encoded(chunk: list[InputRow], fmt: str) -> tuple[bytes, list[Tally]]:
+def _work_encoded(chunk: list[InputRow], fmt: str) -> tuple[bytes, Summary]:
     """Check a chunk and serialise it here, in the worker: the parent then only writes bytes and adds counts.
 
     Why: sending results back as objects made the parent unpickle and re-serialise about 2 KB per row, which kept
@@ -106,18 +109,18 @@ def _ready() -> bool:
 
 
 def _as_rows(plans: Iterable[Any]) -> Iterator[InputRow]:
+    if isinstance(plans, Source):  # rows already: no generator layer per row
+        return iter(plans)
+    return _numbered(plans)
+
+
+def _numbered(plans: Iterable[Any]) -> Iterator[InputRow]:
     for number, item in enumerate(plans, 1):
         yield item if isinstance(item, InputRow) else InputRow(number, "plan", item)
 
 
 def _chunks(rows: Iterator[InputRow], size: int) -> Iterator[list[InputRow]]:
-    chunk: list[InputRow] = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
+    while chunk := list(itertools.islice(rows, size)):  # in C: the parent reads for two workers
         yield chunk
 
 
@@ -147,7 +150,7 @@ def _succeeded(future: Future[Any]) -> bool:
 class _Parallel:
     """Ordered, bounded fan-out over worker processes; a dead worker costs only the row that killed it.
 
-    With ``fmt`` set, each chunk comes back as ``(output bytes, tallies)`` (see :func:`_work_encoded`); without
+    With ``fmt`` set, each chunk comes back as ``(output bytes, counts)`` (see :func:`_work_encoded`); without
     it, as :class:`BatchResult` s.
 
     Why rows are re-run, not voided: when a worker dies, the executor fails every chunk in flight, and nothing says
@@ -189,7 +192,7 @@ class _Parallel:
         return pool
 
     def chunks(self) -> Iterator[Any]:
-        """One item per chunk, in input order: a list of results, or (bytes, tallies) when ``fmt`` is set."""
+        """One item per chunk, in input order: a list of results, or (bytes, counts) when ``fmt`` is set."""
         from concurrent.futures.process import BrokenProcessPool
 
         chunks = _chunks(self.rows, self.chunk_rows)
@@ -256,7 +259,10 @@ class _Parallel:
         self.pending = deque((future if _succeeded(future) else self._call(c), c) for future, c in self.pending)
         if self.fmt is None:
             return [result for outcome in outcomes for result in outcome]
-        return b"".join(data for data, _ in outcomes), [t for _, tallies in outcomes for t in tallies]
+        counts = Summary()
+        for _, part in outcomes:
+            counts.merge(part)
+        return b"".join(data for data, _ in outcomes), counts
 
     def _alone(self, row: InputRow, first: str) -> Any:
         from concurrent.futures.process import BrokenProcessPool
@@ -281,26 +287,47 @@ class _Parallel:
 
 def encoded_batches(plans: Iterable[Any], fmt: str, *, workers: int = 1,
                     policy: str | os.PathLike[str] | None = None, rules_dir: str | os.PathLike[str] | None = None,
-                    chunk_rows: int = CHUNK_ROWS) -> Iterator[tuple[bytes, list[Tally]]]:
-    """:func:`check_many` for writers: yields ``(output bytes, tallies)``, one row at a time with one worker and
-    one chunk at a time with several (serialised in the workers), in input order. Eager like check_many."""
+                    chunk_rows: int = CHUNK_ROWS) -> Iterator[tuple[bytes, Summary]]:
+    """:func:`check_many` for writers: yields ``(output bytes, counts)`` a chunk at a time (serialised and counted
+    in the workers with several), in input order; with one worker, a row at a time unless ``plans`` is a steady
+    :class:`Source` (a file or a folder). Eager like check_many."""
     rules = str(rules_dir) if rules_dir is not None else None
     pol = str(policy) if policy is not None else None
     if workers <= 1:
         results = check_many(plans, policy=pol, rules_dir=rules)
+        if getattr(plans, "steady", False):
+            return _encoded_chunks(results, fmt, chunk_rows)
         return (_encode_results((r,), fmt) for r in results)
     get_checker(rules, pol)  # a bad rule or policy file raises here, in the caller, before any worker starts
     return _Parallel(_as_rows(plans), workers, rules, pol, chunk_rows, fmt).chunks()
+
+
+def _encoded_chunks(results: Iterator[BatchResult], fmt: str, size: int) -> Iterator[tuple[bytes, Summary]]:
+    """One worker over a steady source: results serialised and counted a chunk at a time, as the workers do (the
+    counts of one row cost more than adding them up). If the input fails mid-chunk, the rows checked so far are
+    yielded before the error, as they would have been one by one."""
+    chunk: list[BatchResult] = []
+    try:
+        for result in results:
+            chunk.append(result)
+            if len(chunk) >= size:
+                yield _encode_results(chunk, fmt)
+                chunk = []
+    except BatchInputError:
+        if chunk:
+            yield _encode_results(chunk, fmt)
+        raise
+    if chunk:
+        yield _encode_results(chunk, fmt)
 
 
 def run_batch(source: Iterable[Any], writer: Writer, *, workers: int = 1, policy: str | None = None,
               on_rows: Callable[[int], None] | None = None) -> Summary:
     """Check every row of ``source``, write the results as they come, and return the counts."""
     summary = Summary()
-    for data, tallies in encoded_batches(source, writer.format, workers=workers, policy=policy):
+    for data, counts in encoded_batches(source, writer.format, workers=workers, policy=policy):
         writer.write_encoded(data)
-        for counts in tallies:
-            summary.add_tally(counts)
+        summary.merge(counts)
         if on_rows is not None:
-            on_rows(len(tallies))
+            on_rows(counts.rows)
     return summary

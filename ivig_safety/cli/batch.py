@@ -189,12 +189,11 @@ def batch(input_path: str, output: str | None, fmt: str | None, input_format: st
         try:
             writer = WRITERS[fmt](stream)
             with reporter if reporter is not None else nullcontext():
-                for data, tallies in batches:
+                for data, counts in batches:
                     writer.write_encoded(data)
-                    for counts in tallies:
-                        summary.add_tally(counts)
+                    summary.merge(counts)
                     if reporter is not None:
-                        reporter.advance(len(tallies))
+                        reporter.advance(counts.rows)
             writer.close()
         except KeyboardInterrupt:
             code = EXIT_INTERRUPTED
