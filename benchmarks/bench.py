@@ -379,7 +379,7 @@ def main() -> None:
     script = Path(sys.executable).with_name("ivig-safety")  # the installed command, as a user runs it
     check_command = [*([str(script)] if script.exists() else [sys.executable, "-m", "ivig_safety.cli"]), "check",
                      str(Path(__file__).resolve().parent.parent / "examples" / "dermatomyositis.yaml")]
-    start_runs = max(7, args.repeat)
+    start_runs = max(15, args.repeat)
     floor = median_cpu(floor_command, start_runs)
     cold = median_cpu(check_command, start_runs)
 

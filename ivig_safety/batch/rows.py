@@ -8,6 +8,8 @@ import csv
 import json
 from typing import Any, Iterable, Mapping, NamedTuple
 
+from pydantic import TypeAdapter
+
 from ..check import Checker
 from ..knowledge.rules import Rule
 from ..model.report import Finding, verdict_for
@@ -165,6 +167,10 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+#: The findings of a row dumped in one call rather than one per finding.
+_FINDINGS = TypeAdapter(list[Finding])
+
+
 def row_result(line: int, plan_id: Any, checker: Checker, facts: Facts, fired: list[Rule],
                findings: list[Finding]) -> BatchResult:
     """The output row of a checked plan: what :meth:`Checker.check`'s report says of it, built from the findings
@@ -174,7 +180,7 @@ def row_result(line: int, plan_id: Any, checker: Checker, facts: Facts, fired: l
     report_id = facts.plan.id
     return BatchResult(line, report_id if report_id is not None else _echo(plan_id), verdict_for(findings),
                        tuple(dict.fromkeys(f.kind for f in findings)), cap.mg_per_kg_min, cap.ml_per_h,
-                       tuple(f.model_dump(mode="json") for f in findings), ())
+                       tuple(_FINDINGS.dump_python(findings, mode="json")), ())
 
 
 def process_row(row: InputRow, checker: Checker) -> BatchResult:

@@ -64,16 +64,19 @@ class Facts:
         values = self.values
         w, c = self.weight_kg, self.concentration
         factors = {"": 1.0, "ml_per_kg_min": 1.0 / c, "ml_per_min": w / c, "mg_per_min": w, "kg": w / 1000.0}
+        get = values.get
         for key, base, other, variant in plan:
-            value = values.get(base)
+            value = get(base)
             if value is None:
                 continue  # an unset flag or an absent optional value: no clause on it can match
             if other is not None:
-                second = values.get(other)
+                second = get(other)
                 if second is not None:
                     out[key] = _scaled(value) - _scaled(second)
             elif variant:
                 out[key] = round(value * factors[variant] * SCALE)
+            elif type(value) is float:  # the common case of _scaled, inline: this loop runs for every plan
+                out[key] = round(value * SCALE)
             else:
                 out[key] = _scaled(value)
         return out

@@ -35,25 +35,50 @@ def format_rate(facts: Facts, rate: float, unit: ParsedUnit) -> str:
     return f"{shown} {unit.text} ({ml_per_h} mL/h)"
 
 
-def _format_value(facts: Facts, name: str, unit: ParsedUnit) -> str:
-    if name not in facts.values:
-        return "unknown"
-    value = facts.values[name]
-    spec = FIELDS[name]
-    if spec.variants is not None and Shape.MASS_PER_MASS_TIME in spec.variants:
-        return format_rate(facts, float(value), unit)
-    if spec.variants is not None and Shape.MASS_PER_MASS in spec.variants:
-        grams = float(value) * facts.weight_kg
-        return f"{format_number(float(value))} g/kg ({format_number(grams)} g)"
-    if name in _DAYS:
-        return f"{format_number(float(value) / (24 * 60))} days"
-    if name in _UNIT_OF:
-        return f"{format_number(float(value))} {_UNIT_OF[name]}"
+def _as_rate(facts: Facts, value: Any, unit: ParsedUnit) -> str:
+    return format_rate(facts, float(value), unit)
+
+
+def _as_dose(facts: Facts, value: Any, unit: ParsedUnit) -> str:
+    grams = float(value) * facts.weight_kg
+    return f"{format_number(float(value))} g/kg ({format_number(grams)} g)"
+
+
+def _as_days(facts: Facts, value: Any, unit: ParsedUnit) -> str:
+    return f"{format_number(float(value) / (24 * 60))} days"
+
+
+def _in_unit(text: str) -> Callable[[Facts, Any, ParsedUnit], str]:
+    return lambda facts, value, unit: f"{format_number(float(value))} {text}"
+
+
+def _as_is(facts: Facts, value: Any, unit: ParsedUnit) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
         return format_number(value)
     return str(value)
+
+
+@lru_cache(maxsize=None)  # one entry per field name (FIELDS is fixed)
+def _formatter(name: str) -> Callable[[Facts, Any, ParsedUnit], str]:
+    """How a field is shown, decided once per name rather than on every value."""
+    spec = FIELDS[name]
+    if spec.variants is not None and Shape.MASS_PER_MASS_TIME in spec.variants:
+        return _as_rate
+    if spec.variants is not None and Shape.MASS_PER_MASS in spec.variants:
+        return _as_dose
+    if name in _DAYS:
+        return _as_days
+    if name in _UNIT_OF:
+        return _in_unit(_UNIT_OF[name])
+    return _as_is
+
+
+def _format_value(facts: Facts, name: str, unit: ParsedUnit) -> str:
+    if name not in facts.values:
+        return "unknown"
+    return _formatter(name)(facts, facts.values[name], unit)
 
 
 def _format_policy(value: Any) -> str:
@@ -107,11 +132,16 @@ def _policy_value(key: str) -> Getter:
 
 def _fact(name: str) -> Getter:
     def get(s: _Scope) -> str:
-        shown, unit = s.facts.shown, s.unit
-        shown_key = (name, unit.text)
-        text = shown.get(shown_key)
-        if text is None:  # the same value often appears in several findings of one plan
-            text = shown[shown_key] = _format_value(s.facts, name, unit)
+        facts, unit = s.facts, s.unit
+        if name not in facts.values:
+            return "unknown"
+        format_as = _formatter(name)
+        if format_as is not _as_rate and format_as is not _as_dose:
+            return format_as(facts, facts.values[name], unit)
+        shown_key = (name, unit.text)  # a rate or a dose often appears in several findings of one plan
+        text = facts.shown.get(shown_key)
+        if text is None:
+            text = facts.shown[shown_key] = format_as(facts, facts.values[name], unit)
         return text
     return get
 
@@ -180,7 +210,7 @@ def _citation_text(rule: Rule, scope: _Scope) -> str:
 
 def _render(rule: Rule, facts: Facts, policy: Policy) -> Finding:
     cap = cap_value(rule.cap, facts) if rule.cap is not None else None
-    over = [s.index + 1 for s in facts.steps if cap is not None and exceeds(s.rate, cap)]
+    over = [s.index + 1 for s in facts.steps if exceeds(s.rate, cap)] if cap is not None else []
     step = 1 if rule.step == "first" else (over[0] if rule.step == "over-cap" and over else None)
     scope = _Scope(facts, rule, step, over, facts.steps[(step or 1) - 1].unit, cap, policy)
     return Finding(
