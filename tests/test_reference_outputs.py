@@ -176,6 +176,23 @@ def test_a_batch_row_says_what_the_report_says() -> None:
                                   cap.ml_per_h, tuple(f.model_dump(mode="json") for f in report.findings), ())
 
 
+def test_plans_checked_together_get_what_each_gets_alone() -> None:
+    """Checker.evaluate_many (batch chunks) against Checker.check one plan at a time: the same findings, or the
+    same error, for every plan, whatever the others in the chunk are (an exception object as a plan included)."""
+    checker = get_checker()
+    plans = [plan for _, plan in _decoded_plans()] + [ValueError("not a plan"), None, 3]
+    together = checker.evaluate_many(plans)
+    assert len(together) == len(plans)
+    for plan, outcome in zip(plans, together):
+        try:
+            report = checker.check(plan)
+        except InvalidPlanError as exc:
+            assert isinstance(outcome, InvalidPlanError) and outcome.errors == exc.errors
+            continue
+        assert not isinstance(outcome, Exception)
+        assert outcome[2] == report.findings
+
+
 if __name__ == "__main__":  # python tests/test_reference_outputs.py --write: only from the original code
     if sys.argv[1:] != ["--write"]:
         sys.exit("usage: python tests/test_reference_outputs.py --write")

@@ -186,16 +186,51 @@ def row_result(line: int, plan_id: Any, checker: Checker, facts: Facts, fired: l
 def process_row(row: InputRow, checker: Checker) -> BatchResult:
     """Check one row. Never raises for anything the row contains: every failure is an ``error`` result (marked
     ``internal`` when it is not the input's fault)."""
-    plan_id: Any = row.context if row.kind == "file" or (row.kind == "error" and isinstance(row.context, str)) \
-        else None
-    try:
-        data, plan_id = _decode(row)
-        return row_result(row.line, plan_id, checker, *checker.evaluate(data))
-    except _RowError as exc:
-        return _error(row.line, exc.plan_id if exc.plan_id is not None else plan_id, exc.errors)
-    except InvalidPlanError as exc:
-        return _error(row.line, plan_id, (e.as_dict() for e in exc.errors))
-    except EngineError as exc:
-        return _internal(row.line, plan_id, f"internal error, no verdict: {exc}")
-    except Exception as exc:  # noqa: BLE001 - one bad row must not stop the run; it is reported, not hidden
-        return _internal(row.line, plan_id, f"internal error, no verdict: {_describe(exc)}")
+    return process_rows([row], checker)[0]
+
+
+#: Plans checked together by :meth:`Checker.evaluate_many`: stage by stage over a few dozen plans saved about 8%
+#: of the CPU per row; over hundreds, nothing (their data no longer fits the caches).
+CHECKED_TOGETHER = 32
+
+
+def process_rows(rows: list[InputRow], checker: Checker) -> list[BatchResult]:
+    """:func:`process_row` for each row of a chunk, the plans checked a few dozen at a time
+    (:meth:`Checker.evaluate_many`, stage by stage); each row's result is the one it would get alone."""
+    if len(rows) > CHECKED_TOGETHER:
+        return [result for start in range(0, len(rows), CHECKED_TOGETHER)
+                for result in process_rows(rows[start:start + CHECKED_TOGETHER], checker)]
+    results: list[BatchResult | None] = []
+    pending: list[tuple[int, InputRow, Any]] = []
+    plans: list[Any] = []
+    for row in rows:
+        plan_id: Any = row.context if row.kind == "file" or (row.kind == "error" and isinstance(row.context, str)) \
+            else None
+        try:
+            data, plan_id = _decode(row)
+        except Exception as exc:  # noqa: BLE001 - one bad row must not stop the run; it is reported, not hidden
+            results.append(_failure(row.line, plan_id, exc))
+            continue
+        pending.append((len(results), row, plan_id))
+        results.append(None)
+        plans.append(data)
+    for (index, row, plan_id), outcome in zip(pending, checker.evaluate_many(plans), strict=True):
+        try:
+            if isinstance(outcome, Exception):
+                raise outcome
+            results[index] = row_result(row.line, plan_id, checker, *outcome)
+        except Exception as exc:  # noqa: BLE001
+            results[index] = _failure(row.line, plan_id, exc)
+    return results  # type: ignore[return-value]  # every place is filled
+
+
+def _failure(line: int, plan_id: Any, exc: Exception) -> BatchResult:
+    """The error row for a row that failed: the input's fault (it cannot be read, or is not a valid plan), or not
+    (the engine or a bug: marked internal)."""
+    if isinstance(exc, _RowError):
+        return _error(line, exc.plan_id if exc.plan_id is not None else plan_id, exc.errors)
+    if isinstance(exc, InvalidPlanError):
+        return _error(line, plan_id, (e.as_dict() for e in exc.errors))
+    if isinstance(exc, EngineError):
+        return _internal(line, plan_id, f"internal error, no verdict: {exc}")
+    return _internal(line, plan_id, f"internal error, no verdict: {_describe(exc)}")

@@ -41,7 +41,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from ..check import Checker, get_checker
-from .rows import BatchInputError, BatchResult, InputRow, _describe, _internal, process_row
+from .rows import BatchInputError, BatchResult, InputRow, _describe, _internal, process_rows
 from .sources import Source
 from .summary import Summary
 from .writers import Writer, _encode_results
@@ -92,7 +92,7 @@ def _init_worker(rules_dir: str | None, policy: str | None, parent: int) -> None
 def _work(chunk: list[InputRow]) -> list[BatchResult]:
     checker = _WORKER_CHECKER
     assert checker is not None, "worker not initialised"
-    return [process_row(row, checker) for row in chunk]
+    return process_rows(chunk, checker)
 
 
 def _work_encoded(chunk: list[InputRow], fmt: str) -> tuple[bytes, Summary]:
@@ -139,7 +139,7 @@ def check_many(plans: Iterable[Any], *, workers: int = 1, policy: str | os.PathL
     checker = get_checker(rules, pol)
     rows = _as_rows(plans)
     if workers <= 1:
-        return (process_row(row, checker) for row in rows)
+        return (process_rows([row], checker)[0] for row in rows)  # one at a time: the caller may be waiting
     return _Parallel(rows, workers, rules, pol, chunk_rows).results()
 
 
@@ -294,31 +294,32 @@ def encoded_batches(plans: Iterable[Any], fmt: str, *, workers: int = 1,
     rules = str(rules_dir) if rules_dir is not None else None
     pol = str(policy) if policy is not None else None
     if workers <= 1:
-        results = check_many(plans, policy=pol, rules_dir=rules)
         if getattr(plans, "steady", False):
-            return _encoded_chunks(results, fmt, chunk_rows)
+            return _encoded_chunks(_as_rows(plans), get_checker(rules, pol), fmt, chunk_rows)
+        results = check_many(plans, policy=pol, rules_dir=rules)
         return (_encode_results((r,), fmt) for r in results)
     get_checker(rules, pol)  # a bad rule or policy file raises here, in the caller, before any worker starts
     return _Parallel(_as_rows(plans), workers, rules, pol, chunk_rows, fmt).chunks()
 
 
-def _encoded_chunks(results: Iterator[BatchResult], fmt: str, size: int) -> Iterator[tuple[bytes, Summary]]:
-    """One worker over a steady source: results serialised and counted a chunk at a time, as the workers do (the
-    counts of one row cost more than adding them up). If the input fails mid-chunk, the rows checked so far are
-    yielded before the error, as they would have been one by one."""
-    chunk: list[BatchResult] = []
+def _encoded_chunks(rows: Iterator[InputRow], checker: Checker, fmt: str, size: int
+                    ) -> Iterator[tuple[bytes, Summary]]:
+    """One worker over a steady source: rows checked (process_rows), serialised and counted a chunk at a time, as
+    the workers do. If the input fails mid-chunk, the rows read so far are checked and yielded before the error,
+    as they would have been one by one."""
+    chunk: list[InputRow] = []
     try:
-        for result in results:
-            chunk.append(result)
+        for row in rows:
+            chunk.append(row)
             if len(chunk) >= size:
-                yield _encode_results(chunk, fmt)
+                yield _encode_results(process_rows(chunk, checker), fmt)
                 chunk = []
     except BatchInputError:
         if chunk:
-            yield _encode_results(chunk, fmt)
+            yield _encode_results(process_rows(chunk, checker), fmt)
         raise
     if chunk:
-        yield _encode_results(chunk, fmt)
+        yield _encode_results(process_rows(chunk, checker), fmt)
 
 
 def run_batch(source: Iterable[Any], writer: Writer, *, workers: int = 1, policy: str | None = None,
