@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import json
 import os
 import random
@@ -163,20 +164,21 @@ def time_batch_parent(path: Path, workers: int, out: Path) -> tuple[float, float
 
 
 STAGES = ("read", "JSON parse", "validation", "facts", "engine", "findings rendering", "suggestions",
-          "report building", "dumping", "writing", "summary")
+          "report building", "dumping", "writing", "summary", "invalid rows")
 
 
 def stage_breakdown(path: Path, checker: Checker) -> tuple[int, dict[str, float], float]:
-    """CPU per row of each stage of a one-worker batch row, in microseconds, and the CPU per row of the whole loop.
+    """CPU per row of each stage of a one-worker batch, in microseconds, and the CPU per row of the whole loop.
 
-    The stages are the calls of rows.process_row, Checker.evaluate and rows.row_result, timed one by one; each row's
-    bytes are compared with what batch writes for it, so a stage missing here would fail, not hide. Rows that are
-    errors (invalid input) are timed whole under "JSON parse"."""
+    The stages are those of rows.process_rows and Checker.evaluate_many, run as batch runs them: a few dozen rows
+    at a time (rows.CHECKED_TOGETHER), one stage over all of them, then the next. Every chunk's bytes are compared
+    with what batch writes for it, so a stage missing here would fail, not hide. Rows that turn out to be invalid
+    input are checked again whole under "invalid rows" (their time in the stages before is counted there too)."""
     from time import perf_counter_ns as now
 
-    from ivig_safety.batch.rows import _FINDINGS, _decode, _echo, _RowError, process_row
+    from ivig_safety.batch.rows import _FINDINGS, CHECKED_TOGETHER, _decode, _echo, _RowError, process_rows
     from ivig_safety.batch.summary import Summary, tally
-    from ivig_safety.batch.writers import ENCODERS, encode_row
+    from ivig_safety.batch.writers import ENCODERS, _encode_results, encode_row
     from ivig_safety.check import _SEVERITY_ORDER
     from ivig_safety.model.report import verdict_for
     from ivig_safety.pipeline.findings import build_finding, merge_findings
@@ -187,61 +189,75 @@ def stage_breakdown(path: Path, checker: Checker) -> tuple[int, dict[str, float]
     summary = Summary()
     rules, policy, engine, products = checker._rules, checker.policy, checker.engine, checker.catalogue.products
     devnull = open(os.devnull, "wb")  # noqa: SIM115
-    rows = 0
+    rows = chunks = 0
     cpu = time.process_time()
     with open_source(path) as source:
         reader = iter(source)
         while True:
             t0 = now()
-            row = next(reader, None)
-            t1 = now()
-            spent["read"] += t1 - t0
-            if row is None:
+            chunk = list(itertools.islice(reader, CHECKED_TOGETHER))
+            spent["read"] += now() - t0
+            if not chunk:
                 break
-            rows += 1
-            try:
-                data, plan_id = _decode(row)
-                t2 = now()
-                spent["JSON parse"] += t2 - t1
-                plan = checker.parse(data)
-                t3 = now()
-                spent["validation"] += t3 - t2
-                facts = build_facts(plan, products[plan.product], policy, checker.knowledge)
-                fact = facts.encode(engine.encoding)
-                t4 = now()
-                spent["facts"] += t4 - t3
-                fired = [rules[rule_id] for rule_id in engine.evaluate(fact)]
-                t5 = now()
-                spent["engine"] += t5 - t4
-                findings = merge_findings(fired, [build_finding(rule, facts, policy) for rule in fired], facts)
-                findings.sort(key=lambda f: _SEVERITY_ORDER[f.severity])
-                t6 = now()
-                spent["findings rendering"] += t6 - t5
-                cap = rate_triple(facts, max_rate(facts, fired), policy)
-                t7 = now()
-                spent["suggestions"] += t7 - t6
-                dumped = tuple(_FINDINGS.dump_python(findings, mode="json"))
-                t8 = now()
-                spent["dumping"] += t8 - t7
-                result = BatchResult(row.line, plan.id if plan.id is not None else _echo(plan_id),
-                                     verdict_for(findings), tuple(dict.fromkeys(f.kind for f in findings)),
-                                     cap.mg_per_kg_min, cap.ml_per_h, dumped, ())
-                t9 = now()
-                spent["report building"] += t9 - t8
-            except (_RowError, InvalidPlanError):
-                result = process_row(row, checker)
-                t9 = now()
-                spent["JSON parse"] += t9 - t1
-            data_out, written = encode_row(result, encode)
-            devnull.write(data_out)
-            t10 = now()
-            spent["writing"] += t10 - t9
-            summary.add_tally(tally(written))
-            spent["summary"] += now() - t10
-            if rows % 97 == 0:  # the stages are the real path: the same bytes as batch writes for this row
-                assert data_out == encode(process_row(row, checker)), f"line {row.line}: stages diverge from batch"
+            rows += len(chunk)
+            chunks += 1
+            results: dict[int, BatchResult] = {}
+            invalid: list[int] = []
+
+            def stage(name: str, items: list[Any], step: Any) -> list[Any]:
+                started = now()
+                out = []
+                for index, item in items:
+                    try:
+                        out.append((index, step(index, item)))
+                    except (_RowError, InvalidPlanError):
+                        invalid.append(index)
+                spent[name] += now() - started
+                return out
+
+            decoded = stage("JSON parse", list(enumerate(chunk)), lambda i, row: _decode(row))
+            parsed = stage("validation", decoded, lambda i, d: checker.parse(d[0]))
+            facts = stage("facts", parsed, lambda i, plan: build_facts(plan, products[plan.product], policy,
+                                                                       checker.knowledge))
+            fired = stage("engine", facts, lambda i, f: (f, [rules[r] for r in engine.evaluate(
+                f.encode(engine.encoding))]))
+
+            def render(i: int, item: tuple[Any, Any]) -> tuple[Any, Any, Any]:
+                merged = merge_findings(item[1], [build_finding(rule, item[0], policy) for rule in item[1]], item[0])
+                merged.sort(key=lambda f: _SEVERITY_ORDER[f.severity])
+                return item[0], item[1], merged
+
+            found = stage("findings rendering", fired, render)
+            capped = stage("suggestions", found, lambda i, x: (*x, rate_triple(x[0], max_rate(x[0], x[1]), policy)))
+            dumped = stage("dumping", capped, lambda i, x: (*x, tuple(_FINDINGS.dump_python(x[2], mode="json"))))
+            plan_ids = dict(decoded)
+
+            def row(i: int, x: tuple[Any, ...]) -> BatchResult:
+                f, _, merged, cap, dump = x
+                return BatchResult(chunk[i].line, f.plan.id if f.plan.id is not None else _echo(plan_ids[i][1]),
+                                   verdict_for(merged), tuple(dict.fromkeys(x.kind for x in merged)),
+                                   cap.mg_per_kg_min, cap.ml_per_h, dump, ())
+
+            results.update(stage("report building", dumped, row))
+            started = now()
+            if invalid:
+                results.update(zip(invalid, process_rows([chunk[i] for i in invalid], checker)))
+            spent["invalid rows"] += now() - started
+            started = now()
+            written = [encode_row(results[i], encode) for i in range(len(chunk))]
+            data = b"".join(part for part, _ in written)
+            devnull.write(data)
+            middle = now()
+            spent["writing"] += middle - started
+            for _, result in written:
+                summary.add_tally(tally(result))
+            spent["summary"] += now() - middle
+            if chunks % 10 == 1:  # the stages are the real path: the same bytes as batch writes for these rows
+                checking = time.process_time()
+                assert data == _encode_results(process_rows(chunk, checker), "jsonl")[0], "stages diverge from batch"
+                cpu += time.process_time() - checking  # not part of the loop's time
     cpu = time.process_time() - cpu
-    return rows, {stage: ns / rows / 1000 for stage, ns in spent.items()}, cpu / rows * 1e6
+    return rows, {name: ns / rows / 1000 for name, ns in spent.items()}, cpu / rows * 1e6
 
 
 def median_cpu(command: list[str], runs: int) -> float:
