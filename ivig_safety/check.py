@@ -11,8 +11,9 @@ import hashlib
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping  # not typing.Mapping: its isinstance costs a microsecond per plan
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from pydantic import ValidationError
 
