@@ -69,14 +69,18 @@ class Facts:
             value = get(base)
             if value is None:
                 continue  # an unset flag or an absent optional value: no clause on it can match
+            # the common cases of _scaled (floats, flags) inline: this loop runs over every key for every plan
             if other is not None:
                 second = get(other)
                 if second is not None:
-                    out[key] = _scaled(value) - _scaled(second)
+                    out[key] = (round(value * SCALE) if type(value) is float else _scaled(value)) \
+                        - (round(second * SCALE) if type(second) is float else _scaled(second))
             elif variant:
                 out[key] = round(value * factors[variant] * SCALE)
-            elif type(value) is float:  # the common case of _scaled, inline: this loop runs for every plan
+            elif type(value) is float:
                 out[key] = round(value * SCALE)
+            elif value is True:
+                out[key] = 1
             else:
                 out[key] = _scaled(value)
         return out
