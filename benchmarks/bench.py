@@ -176,12 +176,12 @@ def stage_breakdown(path: Path, checker: Checker) -> tuple[int, dict[str, float]
     input are checked again whole under "invalid rows" (their time in the stages before is counted there too)."""
     from time import perf_counter_ns as now
 
-    from ivig_safety.batch.rows import _FINDINGS, CHECKED_TOGETHER, _decode, _echo, _RowError, process_rows
+    from ivig_safety.batch.rows import CHECKED_TOGETHER, _decode, _echo, _RowError, process_rows
     from ivig_safety.batch.summary import Summary, tally
     from ivig_safety.batch.writers import ENCODERS, _encode_results, encode_row
     from ivig_safety.check import _SEVERITY_ORDER
-    from ivig_safety.model.report import verdict_for
-    from ivig_safety.pipeline.findings import build_finding, merge_findings
+    from ivig_safety.model.report import verdict_of
+    from ivig_safety.pipeline.findings import build_finding, finding_json, merge_findings
     from ivig_safety.pipeline.suggest import max_rate, rate_triple
 
     spent = dict.fromkeys(STAGES, 0)
@@ -224,18 +224,19 @@ def stage_breakdown(path: Path, checker: Checker) -> tuple[int, dict[str, float]
 
             def render(i: int, item: tuple[Any, Any]) -> tuple[Any, Any, Any]:
                 merged = merge_findings(item[1], [build_finding(rule, item[0], policy) for rule in item[1]], item[0])
-                merged.sort(key=lambda f: _SEVERITY_ORDER[f.severity])
+                merged.sort(key=lambda f: _SEVERITY_ORDER[f["severity"]])
                 return item[0], item[1], merged
 
             found = stage("findings rendering", fired, render)
             capped = stage("suggestions", found, lambda i, x: (*x, rate_triple(x[0], max_rate(x[0], x[1]), policy)))
-            dumped = stage("dumping", capped, lambda i, x: (*x, tuple(_FINDINGS.dump_python(x[2], mode="json"))))
+            dumped = stage("dumping", capped, lambda i, x: (*x, tuple(map(finding_json, x[2]))))
             plan_ids = dict(decoded)
 
             def row(i: int, x: tuple[Any, ...]) -> BatchResult:
                 f, _, merged, cap, dump = x
                 return BatchResult(chunk[i].line, f.plan.id if f.plan.id is not None else _echo(plan_ids[i][1]),
-                                   verdict_for(merged), tuple(dict.fromkeys(x.kind for x in merged)),
+                                   verdict_of({f["severity"] for f in merged}),
+                                   tuple(dict.fromkeys(f["kind"] for f in merged)),
                                    cap.mg_per_kg_min, cap.ml_per_h, dump, ())
 
             results.update(stage("report building", dumped, row))

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from ivig_safety import InvalidPlanError, check, check_many, get_checker
+from ivig_safety import Finding, InvalidPlanError, check, check_many, get_checker
 from ivig_safety.batch import MAX_LINE_BYTES, BatchResult, InputRow, Summary, process_row
 from ivig_safety.cli import main
 from ivig_safety.formats.render import dumps_json, render_json
@@ -190,7 +190,7 @@ def test_plans_checked_together_get_what_each_gets_alone() -> None:
             assert isinstance(outcome, InvalidPlanError) and outcome.errors == exc.errors
             continue
         assert not isinstance(outcome, Exception)
-        assert outcome[2] == report.findings
+        assert [Finding(**finding) for finding in outcome[2]] == report.findings
 
 
 if __name__ == "__main__":  # python tests/test_reference_outputs.py --write: only from the original code

@@ -8,12 +8,11 @@ import csv
 import json
 from typing import Any, Iterable, Mapping, NamedTuple
 
-from pydantic import TypeAdapter
-
 from ..check import Checker
 from ..knowledge.rules import Rule
-from ..model.report import Finding, verdict_for
+from ..model.report import verdict_of
 from ..pipeline.facts import Facts
+from ..pipeline.findings import FindingData, finding_json
 from ..pipeline.suggest import max_rate, rate_triple
 from ..formats.csv_orders import csv_row_to_plan
 from ..knowledge.yamlio import YamlError, parse_yaml
@@ -167,20 +166,16 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-#: The findings of a row dumped in one call rather than one per finding.
-_FINDINGS = TypeAdapter(list[Finding])
-
-
 def row_result(line: int, plan_id: Any, checker: Checker, facts: Facts, fired: list[Rule],
-               findings: list[Finding]) -> BatchResult:
+               findings: list[FindingData]) -> BatchResult:
     """The output row of a checked plan: what :meth:`Checker.check`'s report says of it, built from the findings
     alone. Why not the report: a row shows the verdict, the findings and the suggested maximum rate; the schedule,
     the dispense and the plan summary cost about a third of a row and are not shown."""
     cap = rate_triple(facts, max_rate(facts, fired), checker.policy)
     report_id = facts.plan.id
-    return BatchResult(line, report_id if report_id is not None else _echo(plan_id), verdict_for(findings),
-                       tuple(dict.fromkeys(f.kind for f in findings)), cap.mg_per_kg_min, cap.ml_per_h,
-                       tuple(_FINDINGS.dump_python(findings, mode="json")), ())
+    return BatchResult(line, report_id if report_id is not None else _echo(plan_id),
+                       verdict_of({f["severity"] for f in findings}), tuple(dict.fromkeys(f["kind"] for f in findings)),
+                       cap.mg_per_kg_min, cap.ml_per_h, tuple(map(finding_json, findings)), ())
 
 
 def process_row(row: InputRow, checker: Checker) -> BatchResult:

@@ -15,7 +15,6 @@ from ..knowledge.policy import Policy
 from ..knowledge.rules import Rule
 from ..model.errors import EngineError
 from ..model.rates import mg_per_kg_min_to
-from ..model.report import Finding
 from ..model.units import ParsedUnit, Shape, format_number
 from .facts import Facts
 from .suggest import cap_value, exceeds, rate_triple
@@ -93,7 +92,7 @@ def _step_list(numbers: list[int]) -> str:
     return "steps " + ", ".join(map(str, numbers[:-1])) + f" and {numbers[-1]}"
 
 
-def build_finding(rule: Rule, facts: Facts, policy: Policy) -> Finding:
+def build_finding(rule: Rule, facts: Facts, policy: Policy) -> FindingData:
     if rule.static:
         cached = facts.label.findings.get(rule.id)
         if cached is None:
@@ -208,47 +207,61 @@ def _citation_text(rule: Rule, scope: _Scope) -> str:
     return text
 
 
-def _render(rule: Rule, facts: Facts, policy: Policy) -> Finding:
+#: A finding as the pipeline builds it: the fields of :class:`Finding`, in its order, as plain data (the suggested
+#: maximum rate as a RateTriple). Check() makes Finding models of them for its report; a batch row needs only their
+#: JSON form (:func:`finding_json`), and skipping the models saved about a tenth of a batch row. Never mutated:
+#: a rendered static finding is shared by every plan of its product and indication.
+FindingData = dict[str, Any]
+
+
+def _render(rule: Rule, facts: Facts, policy: Policy) -> FindingData:
     cap = cap_value(rule.cap, facts) if rule.cap is not None else None
     over = [s.index + 1 for s in facts.steps if exceeds(s.rate, cap)] if cap is not None else []
     step = 1 if rule.step == "first" else (over[0] if rule.step == "over-cap" and over else None)
     scope = _Scope(facts, rule, step, over, facts.steps[(step or 1) - 1].unit, cap, policy)
-    return Finding(
-        kind=rule.kind, severity=rule.severity, rule=rule.id,
-        message=_fill(rule.message_parts, scope), citation=_citation_text(rule, scope),
-        step=step, suggested_max_rate=rate_triple(facts, cap, policy) if cap is not None else None,
-        rules=[rule.id], kinds=[rule.kind],
-    )
+    return {
+        "kind": rule.kind, "severity": rule.severity, "rule": rule.id,
+        "message": _fill(rule.message_parts, scope), "citation": _citation_text(rule, scope),
+        "step": step, "suggested_max_rate": rate_triple(facts, cap, policy) if cap is not None else None,
+        "rules": [rule.id], "kinds": [rule.kind],
+    }
 
 
-def merge_findings(fired: list[Rule], findings: list[Finding], facts: Facts) -> list[Finding]:
+def finding_json(finding: FindingData) -> dict[str, Any]:
+    """What ``Finding(**finding).model_dump(mode="json")`` gives, without the model (a new dict, new lists)."""
+    triple = finding["suggested_max_rate"]
+    return {**finding, "suggested_max_rate": triple.model_dump(mode="json") if triple is not None else None,
+            "rules": list(finding["rules"]), "kinds": list(finding["kinds"])}
+
+
+def merge_findings(fired: list[Rule], findings: list[FindingData], facts: Facts) -> list[FindingData]:
     """One finding per decision. Rules of one ``group``, or imposing the same cap, at the same severity, become one
     finding that keeps every reason (message), every source (citation) and every rule id; the rest pass through.
 
     Why here and not in the rules: two rules can reach the same decision for different reasons (renal and thrombosis
     risk both cap the rate at the at-risk cap); the prescriber needs the decision once, with all its reasons."""
-    groups: dict[Any, list[Finding]] = {}
+    groups: dict[Any, list[FindingData]] = {}
     for rule, finding in zip(fired, findings, strict=True):
         if rule.group is not None:
-            key: Any = (finding.severity, "group", rule.group)
+            key: Any = (finding["severity"], "group", rule.group)
         elif rule.cap is not None:
-            key = (finding.severity, "cap", round(cap_value(rule.cap, facts) * SCALE))
+            key = (finding["severity"], "cap", round(cap_value(rule.cap, facts) * SCALE))
         else:
             key = rule.id
         groups.setdefault(key, []).append(finding)
-    merged: list[Finding] = []
+    merged: list[FindingData] = []
     for members in groups.values():
         if len(members) == 1:
             merged.append(members[0])
             continue
-        first = members[0]
-        merged.append(first.model_copy(update={
-            "message": " ".join(dict.fromkeys(f.message for f in members)),
-            "citation": "; ".join(dict.fromkeys(part for f in members for part in f.citation.split("; "))),
-            "step": min((f.step for f in members if f.step is not None), default=None),
-            "rules": [r for f in members for r in f.rules],
-            "kinds": list(dict.fromkeys(k for f in members for k in f.kinds)),
-        }))
+        merged.append({
+            **members[0],
+            "message": " ".join(dict.fromkeys(f["message"] for f in members)),
+            "citation": "; ".join(dict.fromkeys(part for f in members for part in f["citation"].split("; "))),
+            "step": min((f["step"] for f in members if f["step"] is not None), default=None),
+            "rules": [r for f in members for r in f["rules"]],
+            "kinds": list(dict.fromkeys(k for f in members for k in f["kinds"])),
+        })
     return merged
 
 
