@@ -210,9 +210,10 @@ def process_rows(rows: list[InputRow], checker: Checker) -> list[BatchResult]:
         results.append(None)
         plans.append(data)
     for (index, row, plan_id), outcome in zip(pending, checker.evaluate_many(plans), strict=True):
+        if isinstance(outcome, Exception):
+            results[index] = _failure(row.line, plan_id, outcome)
+            continue
         try:
-            if isinstance(outcome, Exception):
-                raise outcome
             results[index] = row_result(row.line, plan_id, checker, *outcome)
         except Exception as exc:  # noqa: BLE001
             results[index] = _failure(row.line, plan_id, exc)
