@@ -1,9 +1,21 @@
-"""Throughput of ``ivig-safety batch`` against the engine floor: ``python benchmarks/bench.py --n 20000``.
+"""Speed of ivig-safety against the targets of issue 14: ``python benchmarks/bench.py``.
 
-Why three numbers: the whole batch command (read, parse, validate, check, write, in a fresh process), ``check()``
-on plans already parsed (the checking pipeline alone), and the raw durable_rules evaluation of the same pre-built
-facts (the floor no Python around the engine can beat). Their ratios say where the time goes; ``--profile`` shows
-the profile of the in-process batch (pyinstrument, if installed).
+Prints, on generated plans:
+
+* where a batch row's CPU time goes, stage by stage (read, JSON parse, validation, facts, engine, findings
+  rendering, suggestions, report building, dumping, writing, summary), measured in this process on the same code
+  path as ``batch`` (each row's output is checked against the real one, so the stages are the real ones);
+* the batch command in a fresh process, one worker and two, on ``--batch-rows`` rows (100,000): plans per second of
+  CPU, and the two-worker speed-up by wall clock and as the CPU figures project it (the machine is shared: wall
+  clock depends on what else runs, CPU time much less);
+* ``check()`` in process, per plan (dicts, validated on the way in), and the engine floor (durable_rules alone);
+* the cold start of ``ivig-safety check`` against the import floor of its own dependencies
+  (``python -c "import pint, pydantic, click, yaml"`` plus the engine module), median CPU time of several runs;
+* with ``--rows N`` (e.g. 1000000, a separate run: minutes), the batch command's resident memory over N rows
+  streamed through stdin, sampled as it runs: it must stay flat.
+
+CPU time (time.process_time, getrusage of the child) rather than wall clock throughout, and ratios taken within one
+run: the machine is shared with other work. ``--profile`` adds a pyinstrument profile of the in-process batch.
 
 The plans are generated, not sampled from a fixed file: mixed products (whatever the catalogue has) and indications
 (both Octagam 10% indications, unlabelled ones too), rates in mg/kg/min, mL/kg/min, mL/kg/h and mL/h, weights in kg
@@ -13,9 +25,12 @@ and lb, random risk factors from the vocabulary, and 10% invalid rows of the kin
 from __future__ import annotations
 
 import argparse
+import gc
+import itertools
 import json
 import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -24,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from ivig_safety import InvalidPlanError, get_checker
-from ivig_safety.batch import JsonlWriter, open_source, run_batch
+from ivig_safety.batch import BatchResult, JsonlWriter, open_source, run_batch
 from ivig_safety.check import Checker
 from ivig_safety.pipeline.facts import build_facts
 from ivig_safety.model.units import format_number
@@ -116,51 +131,215 @@ def _rate(count: int, seconds: float) -> str:
     return f"{count / seconds:>9,.0f} plans/s  ({count:,} in {seconds:.2f} s)"
 
 
-def time_batch_command(path: Path, workers: int, out: Path) -> float:
-    command = [sys.executable, "-m", "ivig_safety.cli", "batch", str(path), "--output", str(out), "--quiet",
-               "--workers", str(workers)]
+def _child_cpu(command: list[str], check: bool = True, **kwargs: Any) -> tuple[float, float]:
+    """(CPU seconds, wall seconds) of a child process: user + system time of it and its own children (workers)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    subprocess.run(command, check=True, stdin=subprocess.DEVNULL)
-    return time.perf_counter() - started
+    subprocess.run(command, check=check, **kwargs)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, wall
+
+
+def _batch_command(path: Path, workers: int, out: Path) -> list[str]:
+    return [sys.executable, "-m", "ivig_safety.cli", "batch", str(path), "--output", str(out), "--quiet",
+            "--workers", str(workers)]
+
+
+def time_batch_parent(path: Path, workers: int, out: Path) -> tuple[float, float, float]:
+    """(wall seconds, parent CPU seconds, workers' CPU seconds) of the batch command, run in a child that reports
+    its own CPU time apart from its workers'."""
+    script = ("import resource, sys, time\n"
+              "from ivig_safety.cli import main\n"
+              "t = time.perf_counter()\n"
+              "try:\n"
+              f"    main({_batch_command(path, workers, out)[3:]!r})\n"
+              "except SystemExit:\n"
+              "    pass\n"
+              "s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+              "print(time.perf_counter() - t, s.ru_utime + s.ru_stime, c.ru_utime + c.ru_stime)\n")
+    done = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True)
+    wall, parent, children = map(float, done.stdout.split())
+    return wall, parent, children
+
+
+STAGES = ("read", "JSON parse", "validation", "facts", "engine", "findings rendering", "suggestions",
+          "report building", "dumping", "writing", "summary", "invalid rows")
+
+
+def stage_breakdown(path: Path, checker: Checker) -> tuple[int, dict[str, float], float]:
+    """CPU per row of each stage of a one-worker batch, in microseconds, and the CPU per row of the whole loop.
+
+    The stages are those of rows.process_rows and Checker.evaluate_many, run as batch runs them: a few dozen rows
+    at a time (rows.CHECKED_TOGETHER), one stage over all of them, then the next. Every chunk's bytes are compared
+    with what batch writes for it, so a stage missing here would fail, not hide. Rows that turn out to be invalid
+    input are checked again whole under "invalid rows" (their time in the stages before is counted there too)."""
+    from time import perf_counter_ns as now
+
+    from ivig_safety.batch.rows import CHECKED_TOGETHER, _decode, _echo, _RowError, process_rows
+    from ivig_safety.batch.summary import Summary, tally
+    from ivig_safety.batch.writers import ENCODERS, _encode_results, encode_row
+    from ivig_safety.check import _SEVERITY_ORDER
+    from ivig_safety.model.report import verdict_of
+    from ivig_safety.pipeline.findings import build_finding, finding_json, merge_findings
+    from ivig_safety.pipeline.suggest import max_rate, rate_triple
+
+    spent = dict.fromkeys(STAGES, 0)
+    encode = ENCODERS["jsonl"]
+    summary = Summary()
+    rules, policy, engine, products = checker._rules, checker.policy, checker.engine, checker.catalogue.products
+    devnull = open(os.devnull, "wb")  # noqa: SIM115
+    rows = chunks = 0
+    cpu = time.process_time()
+    with open_source(path) as source:
+        reader = iter(source)
+        while True:
+            t0 = now()
+            chunk = list(itertools.islice(reader, CHECKED_TOGETHER))
+            spent["read"] += now() - t0
+            if not chunk:
+                break
+            rows += len(chunk)
+            chunks += 1
+            results: dict[int, BatchResult] = {}
+            invalid: list[int] = []
+
+            def stage(name: str, items: list[Any], step: Any) -> list[Any]:
+                started = now()
+                out = []
+                for index, item in items:
+                    try:
+                        out.append((index, step(index, item)))
+                    except (_RowError, InvalidPlanError):
+                        invalid.append(index)
+                spent[name] += now() - started
+                return out
+
+            decoded = stage("JSON parse", list(enumerate(chunk)), lambda i, row: _decode(row))
+            parsed = stage("validation", decoded, lambda i, d: checker.parse(d[0]))
+            facts = stage("facts", parsed, lambda i, plan: build_facts(plan, products[plan.product], policy,
+                                                                       checker.knowledge))
+            fired = stage("engine", facts, lambda i, f: (f, [rules[r] for r in engine.evaluate(
+                f.encode(engine.encoding))]))
+
+            def render(i: int, item: tuple[Any, Any]) -> tuple[Any, Any, Any]:
+                merged = merge_findings(item[1], [build_finding(rule, item[0], policy) for rule in item[1]], item[0])
+                merged.sort(key=lambda f: _SEVERITY_ORDER[f["severity"]])
+                return item[0], item[1], merged
+
+            found = stage("findings rendering", fired, render)
+            capped = stage("suggestions", found, lambda i, x: (*x, rate_triple(x[0], max_rate(x[0], x[1]), policy)))
+            dumped = stage("dumping", capped, lambda i, x: (*x, tuple(map(finding_json, x[2]))))
+            plan_ids = dict(decoded)
+
+            def row(i: int, x: tuple[Any, ...]) -> BatchResult:
+                f, _, merged, cap, dump = x
+                return BatchResult(chunk[i].line, f.plan.id if f.plan.id is not None else _echo(plan_ids[i][1]),
+                                   verdict_of({f["severity"] for f in merged}),
+                                   tuple(dict.fromkeys(f["kind"] for f in merged)),
+                                   cap.mg_per_kg_min, cap.ml_per_h, dump, ())
+
+            results.update(stage("report building", dumped, row))
+            started = now()
+            if invalid:
+                results.update(zip(invalid, process_rows([chunk[i] for i in invalid], checker)))
+            spent["invalid rows"] += now() - started
+            started = now()
+            written = [encode_row(results[i], encode) for i in range(len(chunk))]
+            data = b"".join(part for part, _ in written)
+            devnull.write(data)
+            middle = now()
+            spent["writing"] += middle - started
+            for _, result in written:
+                summary.add_tally(tally(result))
+            spent["summary"] += now() - middle
+            if chunks % 10 == 1:  # the stages are the real path: the same bytes as batch writes for these rows
+                checking = time.process_time()
+                assert data == _encode_results(process_rows(chunk, checker), "jsonl")[0], "stages diverge from batch"
+                cpu += time.process_time() - checking  # not part of the loop's time
+    cpu = time.process_time() - cpu
+    return rows, {name: ns / rows / 1000 for name, ns in spent.items()}, cpu / rows * 1e6
+
+
+def median_cpu(command: list[str], runs: int) -> float:
+    timings = sorted(_child_cpu(command, False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)[0]
+                     for _ in range(runs))
+    return timings[len(timings) // 2]
+
+
+def rss_over(rows: int, seed: int, checker: Checker, every: int) -> None:
+    """Stream ``rows`` generated plans through ``ivig-safety batch -`` and sample its RSS as it runs."""
+    command = [sys.executable, "-m", "ivig_safety.cli", "batch", "-", "--output", os.devnull, "--quiet"]
+    process = subprocess.Popen(command, stdin=subprocess.PIPE)
+    assert process.stdin is not None
+    rng = random.Random(seed)
+    samples: list[tuple[int, float]] = []
+    page = os.sysconf("SC_PAGE_SIZE")
+    started = time.perf_counter()
+    for number in range(1, rows + 1):
+        plan = generate_plan(rng, checker, number)
+        line = _invalid_line(rng, plan) if rng.random() < 0.10 else json.dumps(plan).encode()
+        process.stdin.write(line + b"\n")
+        if number % every == 0:
+            process.stdin.flush()
+            with open(f"/proc/{process.pid}/statm") as statm:
+                samples.append((number, int(statm.read().split()[1]) * page / (1 << 20)))
+    process.stdin.close()
+    process.wait()
+    elapsed = time.perf_counter() - started
+    print(f"\nRSS of the batch command over {rows:,} rows (stdin, 1 worker, {elapsed:.0f} s):")
+    for number, mib in samples[:: max(1, len(samples) // 10)] + samples[-1:]:
+        print(f"  after {number:>9,} rows  {mib:7.1f} MiB")
+    if len(samples) > 2:
+        settled = samples[len(samples) // 10][1]  # after the caches fill
+        print(f"  growth after the first 10%: {samples[-1][1] - settled:+.1f} MiB   target: flat")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=20000, help="plans to generate")
+    parser.add_argument("--n", type=int, default=20000, help="plans for the stage breakdown and check()")
+    parser.add_argument("--batch-rows", type=int, default=100_000, help="rows for the batch command (1 and 2 workers)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=1, help="best of this many runs of each measurement")
+    parser.add_argument("--rows", type=int, default=0,
+                        help="also measure the batch command's RSS over this many rows (e.g. 1000000; minutes)")
+    parser.add_argument("--only-rss", action="store_true", help="with --rows: measure nothing else")
     parser.add_argument("--profile", action="store_true", help="pyinstrument profile of the in-process batch")
     args = parser.parse_args()
 
     checker = get_checker()
+    print(f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, {len(checker.catalogue.products)} products, "
+          f"rule set {checker.ruleset.identity['version']}; generated plans, 10% invalid")
+    if args.rows and args.only_rss:
+        rss_over(args.rows, args.seed, checker, max(1, args.rows // 100))
+        return
     lines = generate(args.n, args.seed, checker)
-    print(f"{args.n:,} plans, {len(checker.catalogue.products)} products, "
-          f"rule set {checker.ruleset.identity['version']}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
 
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "plans.jsonl"
         source.write_bytes(b"\n".join(lines) + b"\n")
-        tiny = Path(tmp) / "one.jsonl"
-        tiny.write_bytes(lines[0] + b"\n")
+        big = Path(tmp) / "batch.jsonl"
+        big.write_bytes(b"\n".join(generate(args.batch_rows, args.seed + 1, checker)) + b"\n")
         out = Path(tmp) / "out.jsonl"
 
-        startup = min(time_batch_command(tiny, 1, out) for _ in range(max(args.repeat, 2)))
-        # interleaved, best of --repeat: other work on a shared machine then hurts both settings alike
-        batch = {1: float("inf"), 2: float("inf")}
+        gc.freeze()  # as the batch command does
+        breakdown: dict[str, float] = {}
+        loop = float("inf")
         for _ in range(args.repeat):
-            for w in (1, 2):
-                batch[w] = min(batch[w], time_batch_command(source, w, out))
-        rows_out = sum(1 for _ in out.open("rb"))
-        assert rows_out == len(lines), f"{rows_out} rows out for {len(lines)} in"
+            n_rows, stages, per_row = stage_breakdown(source, checker)
+            if per_row < loop:
+                loop, breakdown = per_row, stages
 
-        # The same batch in this process (no interpreter start-up, no rule loading): the library's own throughput.
-        devnull = open(os.devnull, "wb")  # noqa: SIM115
-        in_process = float("inf")
+        # the batch command in fresh processes, interleaved (other work on the machine hurts both alike)
+        runs: dict[int, tuple[float, float, float]] = {}
         for _ in range(args.repeat):
-            started = time.perf_counter()
-            with open_source(source) as rows:
-                run_batch(rows, JsonlWriter(devnull), workers=1)
-            in_process = min(in_process, time.perf_counter() - started)
+            for workers in (1, 2):
+                run = time_batch_parent(big, workers, out)
+                if workers not in runs or run[0] < runs[workers][0]:
+                    runs[workers] = run
+        rows_out = sum(1 for _ in out.open("rb"))
+        assert rows_out == args.batch_rows, f"{rows_out} rows out for {args.batch_rows} in"
+        batch_cpu = min(_child_cpu(_batch_command(big, 1, out))[0] for _ in range(args.repeat))
 
         if args.profile:
             try:
@@ -170,46 +349,39 @@ def main() -> None:
             else:
                 profiler = Profiler()
                 with profiler, open_source(source) as rows:
-                    run_batch(rows, JsonlWriter(devnull), workers=1)
+                    run_batch(rows, JsonlWriter(open(os.devnull, "wb")), workers=1)  # noqa: SIM115
                 print(profiler.output_text(unicode=True, color=False, show_all=False))
 
-    # check() on pre-parsed plans, and the engine floor on the facts built from them.
-    parsed = []
+    # check() on dicts, and the engine floor on facts built from the same plans
+    plans = []
     for line in lines:
         try:
-            parsed.append(checker.parse(json.loads(line)))
-        except (InvalidPlanError, ValueError):
+            plans.append(json.loads(line))
+        except ValueError:
             continue
     facts = []
-    for plan in parsed:
+    for data in plans:
         try:
-            facts.append(build_facts(plan, checker.catalogue.products[plan.product], checker.policy, checker.knowledge))
+            plan = checker.parse(data)
+            facts.append(build_facts(plan, checker.catalogue.products[plan.product], checker.policy,
+                                     checker.knowledge))
         except InvalidPlanError:
             continue
-    # what Checker passes to Facts.encode (the precomputed encoding plan where the core has one)
-    keys = checker.engine.encoding
-    encoded = [f.encode(keys) for f in facts]
+    encoded = [f.encode(checker.engine.encoding) for f in facts]
 
-    def best(fn: Any) -> float:
+    def best_cpu(fn: Any) -> float:
         timings = []
         for _ in range(args.repeat):
-            started = time.perf_counter()
+            started = time.process_time()
             fn()
-            timings.append(time.perf_counter() - started)
+            timings.append(time.process_time() - started)
         return min(timings)
 
     def run_check() -> None:
-        for plan in parsed:
+        for data in plans:
             try:
-                checker.check(plan)
+                checker.check(data)
             except InvalidPlanError:
-                pass
-
-    def run_parse() -> None:
-        for line in lines:
-            try:
-                checker.parse(json.loads(line))
-            except (InvalidPlanError, ValueError):
                 pass
 
     def run_engine() -> None:
@@ -217,35 +389,38 @@ def main() -> None:
         for fact in encoded:
             evaluate(fact)
 
-    def run_encode_and_engine() -> None:
-        evaluate = checker.engine.evaluate
-        for fact in facts:
-            evaluate(fact.encode(keys))
+    t_check = best_cpu(run_check) / len(plans) * 1e6
+    t_engine = best_cpu(run_engine) / len(encoded) * 1e6
 
-    t_check = best(run_check)
-    t_parse = best(run_parse)
-    t_engine = best(run_engine)
-    t_encode_engine = best(run_encode_and_engine)
+    floor_command = [sys.executable, "-c", "import pint, pydantic, click, yaml, ivig_safety._durable_rules_engine"]
+    script = Path(sys.executable).with_name("ivig-safety")  # the installed command, as a user runs it
+    check_command = [*([str(script)] if script.exists() else [sys.executable, "-m", "ivig_safety.cli"]), "check",
+                     str(Path(__file__).resolve().parent.parent / "examples" / "dermatomyositis.yaml")]
+    start_runs = max(15, args.repeat)
+    floor = median_cpu(floor_command, start_runs)
+    cold = median_cpu(check_command, start_runs)
 
-    n = len(lines)
-    floor = len(encoded) / t_engine
-    one = n / batch[1]
-    print()
-    print(f"batch command, 1 worker     {_rate(n, batch[1])}   [start-up {startup:.2f} s;"
-          f" {n / max(batch[1] - startup, 1e-9):,.0f} plans/s without it]")
-    print(f"batch command, 2 workers    {_rate(n, batch[2])}   [{n / max(batch[2] - startup, 1e-9):,.0f} plans/s"
-          f" without start-up]")
-    print(f"batch in-process, 1 worker  {_rate(n, in_process)}")
-    print(f"parse (json + validation)   {_rate(n, t_parse)}")
-    print(f"check() on parsed plans     {_rate(len(parsed), t_check)}")
-    print(f"encode + engine             {_rate(len(facts), t_encode_engine)}")
-    print(f"engine floor (evaluate)     {_rate(len(encoded), t_engine)}")
-    print()
-    print(f"engine floor / batch command (1 worker)  {floor / one:5.2f}x   target <= 2")
-    print(f"engine floor / check() on parsed plans   {floor / (len(parsed) / t_check):5.2f}x")
-    print(f"2 workers / 1 worker (batch command)     {batch[1] / batch[2]:5.2f}x   target >= 1.7")
-    print(f"2 workers / 1 worker, start-up removed   {(batch[1] - startup) / max(batch[2] - startup, 1e-9):5.2f}x")
-    print(f"batch command, 1 worker                  {one:9,.0f} plans/s   target >= 5,000")
+    n = args.batch_rows
+    wall1, parent1, _ = runs[1]
+    wall2, parent2, children2 = runs[2]
+    projected = parent1 / max(parent2, (parent2 + children2) / 2, children2 / 2)
+
+    print(f"\nWhere a batch row's CPU time goes (1 worker, in process, {n_rows:,} rows, us per row):")
+    for stage in STAGES:
+        print(f"  {stage:<20} {breakdown[stage]:6.1f}")
+    print(f"  {'total (stages)':<20} {sum(breakdown.values()):6.1f}   (the loop's CPU time: {loop:.1f} us per row;"
+          f" engine alone: {t_engine:.1f})")
+    print(f"\nbatch command, 1 worker, {n:,} rows: {n / batch_cpu:,.0f} plans per CPU second"
+          f" ({batch_cpu / n * 1e6:.1f} us per row, start-up included; wall {wall1:.1f} s)     target >= 10,000")
+    print(f"batch command, 2 workers, {n:,} rows: wall {wall2:.1f} s, {wall1 / wall2:.2f}x one worker;"
+          f" parent {parent2 / n * 1e6:.1f} us/row, workers {children2 / n * 1e6:.1f} us/row:"
+          f" {projected:.2f}x on two idle cores     target >= 1.8")
+    print(f"check() in process: {t_check:.1f} us per plan (dicts, {len(plans):,}, invalid ones included)"
+          f"     target <= 80")
+    print(f"ivig-safety check cold start: {cold * 1000:.0f} ms CPU, import floor {floor * 1000:.0f} ms:"
+          f" {cold / floor:.2f}x     target <= 1.3")
+    if args.rows:
+        rss_over(args.rows, args.seed, checker, max(1, args.rows // 100))
 
 
 if __name__ == "__main__":

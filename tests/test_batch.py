@@ -207,15 +207,16 @@ def test_cli_workers_write_the_same_output(tmp_path: Path, fmt: str) -> None:
 def test_a_dead_worker_costs_rows_not_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
     """A crash in the C core kills the worker process; the rows in flight are re-run, the row that killed it is
     re-run alone once and, as it kills a worker again, becomes the one error row; the run goes on."""
-    real = batch_module.process_row
+    real = batch_module.process_rows
     parent = os.getpid()
 
-    def crashing(row: InputRow, checker: Any) -> Any:
-        if os.getpid() != parent and isinstance(row.payload, dict) and row.payload.get("id") == "CRASH":
-            os._exit(1)
-        return real(row, checker)
+    def crashing(rows: list[InputRow], checker: Any) -> Any:
+        for row in rows:
+            if os.getpid() != parent and isinstance(row.payload, dict) and row.payload.get("id") == "CRASH":
+                os._exit(1)
+        return real(rows, checker)
 
-    monkeypatch.setattr(batch_module, "process_row", crashing)  # workers are forked: they inherit the patch
+    monkeypatch.setattr(batch_module, "process_rows", crashing)  # workers are forked: they inherit the patch
     plans = many_rows(120)
     plans[30] = {**plans[30], "id": "CRASH"}
     results = list(check_many(plans, workers=2, chunk_rows=4))
@@ -450,7 +451,7 @@ def test_check_many_turns_engine_failures_into_error_rows(monkeypatch: pytest.Mo
     from ivig_safety import EngineError
 
     checker = get_checker(None, None)  # the instance check_many uses (lru_cache keys get_checker() apart)
-    real = checker.check
+    real = checker.parse  # the first step of every check, batch rows included
 
     def flaky(plan: Any) -> Any:
         if plan.get("id") == "ENGINE":
@@ -459,7 +460,7 @@ def test_check_many_turns_engine_failures_into_error_rows(monkeypatch: pytest.Mo
             raise ZeroDivisionError("division by zero")
         return real(plan)
 
-    monkeypatch.setattr(checker, "check", flaky)
+    monkeypatch.setattr(checker, "parse", flaky)
     plans = many_rows(5)
     plans[1]["id"], plans[3]["id"] = "ENGINE", "BUG"
     results = list(check_many(plans))

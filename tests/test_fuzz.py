@@ -280,8 +280,8 @@ def batch_property(plans: list[Any], fmt: str) -> None:
     assert [r.line for r in results] == list(range(1, len(lines) + 1))
     internal = [r for r in results if r.internal]
     assert not internal, f"rows left unchecked: {[r.errors for r in internal]}"
-    data, tallies = _encode_results(results, fmt)
-    assert len(tallies) == len(lines) and not any(t[3] for t in tallies)
+    data, counts = _encode_results(results, fmt)
+    assert counts.rows == len(lines) and not counts.internal
     text = data.decode("utf-8")
     assert not FORBIDDEN.intersection(text.replace("\n", "")), "control characters in batch output"
     if fmt == "jsonl":

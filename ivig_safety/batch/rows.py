@@ -9,6 +9,11 @@ import json
 from typing import Any, Iterable, Mapping, NamedTuple
 
 from ..check import Checker
+from ..knowledge.rules import Rule
+from ..model.report import verdict_of
+from ..pipeline.facts import Facts
+from ..pipeline.findings import FindingData, finding_json
+from ..pipeline.suggest import max_rate, rate_triple
 from ..formats.csv_orders import csv_row_to_plan
 from ..knowledge.yamlio import YamlError, parse_yaml
 from ..model.errors import EngineError, InvalidPlanError
@@ -161,25 +166,67 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def row_result(line: int, plan_id: Any, checker: Checker, facts: Facts, fired: list[Rule],
+               findings: list[FindingData]) -> BatchResult:
+    """The output row of a checked plan: what :meth:`Checker.check`'s report says of it, built from the findings
+    alone. Why not the report: a row shows the verdict, the findings and the suggested maximum rate; the schedule,
+    the dispense and the plan summary cost about a third of a row and are not shown."""
+    cap = rate_triple(facts, max_rate(facts, fired), checker.policy)
+    report_id = facts.plan.id
+    return BatchResult(line, report_id if report_id is not None else _echo(plan_id),
+                       verdict_of({f["severity"] for f in findings}), tuple(dict.fromkeys(f["kind"] for f in findings)),
+                       cap.mg_per_kg_min, cap.ml_per_h, tuple(map(finding_json, findings)), ())
+
+
 def process_row(row: InputRow, checker: Checker) -> BatchResult:
     """Check one row. Never raises for anything the row contains: every failure is an ``error`` result (marked
     ``internal`` when it is not the input's fault)."""
-    plan_id: Any = row.context if row.kind == "file" or (row.kind == "error" and isinstance(row.context, str)) \
-        else None
-    try:
-        data, plan_id = _decode(row)
-        report = checker.check(data)
-        findings = report.findings
-        kinds = tuple(dict.fromkeys(f.kind for f in findings))
-        cap = report.suggested_max_rate
-        report_id = report.plan.id
-        return BatchResult(row.line, report_id if report_id is not None else _echo(plan_id), report.verdict, kinds,
-                           cap.mg_per_kg_min, cap.ml_per_h, tuple(f.model_dump(mode="json") for f in findings), ())
-    except _RowError as exc:
-        return _error(row.line, exc.plan_id if exc.plan_id is not None else plan_id, exc.errors)
-    except InvalidPlanError as exc:
-        return _error(row.line, plan_id, (e.as_dict() for e in exc.errors))
-    except EngineError as exc:
-        return _internal(row.line, plan_id, f"internal error, no verdict: {exc}")
-    except Exception as exc:  # noqa: BLE001 - one bad row must not stop the run; it is reported, not hidden
-        return _internal(row.line, plan_id, f"internal error, no verdict: {_describe(exc)}")
+    return process_rows([row], checker)[0]
+
+
+#: Plans checked together by :meth:`Checker.evaluate_many`: stage by stage over a few dozen plans saved about 8%
+#: of the CPU per row; over hundreds, nothing (their data no longer fits the caches).
+CHECKED_TOGETHER = 32
+
+
+def process_rows(rows: list[InputRow], checker: Checker) -> list[BatchResult]:
+    """:func:`process_row` for each row of a chunk, the plans checked a few dozen at a time
+    (:meth:`Checker.evaluate_many`, stage by stage); each row's result is the one it would get alone."""
+    if len(rows) > CHECKED_TOGETHER:
+        return [result for start in range(0, len(rows), CHECKED_TOGETHER)
+                for result in process_rows(rows[start:start + CHECKED_TOGETHER], checker)]
+    results: list[BatchResult | None] = []
+    pending: list[tuple[int, InputRow, Any]] = []
+    plans: list[Any] = []
+    for row in rows:
+        plan_id: Any = row.context if row.kind == "file" or (row.kind == "error" and isinstance(row.context, str)) \
+            else None
+        try:
+            data, plan_id = _decode(row)
+        except Exception as exc:  # noqa: BLE001 - one bad row must not stop the run; it is reported, not hidden
+            results.append(_failure(row.line, plan_id, exc))
+            continue
+        pending.append((len(results), row, plan_id))
+        results.append(None)
+        plans.append(data)
+    for (index, row, plan_id), outcome in zip(pending, checker.evaluate_many(plans), strict=True):
+        if isinstance(outcome, Exception):
+            results[index] = _failure(row.line, plan_id, outcome)
+            continue
+        try:
+            results[index] = row_result(row.line, plan_id, checker, *outcome)
+        except Exception as exc:  # noqa: BLE001
+            results[index] = _failure(row.line, plan_id, exc)
+    return results  # type: ignore[return-value]  # every place is filled
+
+
+def _failure(line: int, plan_id: Any, exc: Exception) -> BatchResult:
+    """The error row for a row that failed: the input's fault (it cannot be read, or is not a valid plan), or not
+    (the engine or a bug: marked internal)."""
+    if isinstance(exc, _RowError):
+        return _error(line, exc.plan_id if exc.plan_id is not None else plan_id, exc.errors)
+    if isinstance(exc, InvalidPlanError):
+        return _error(line, plan_id, (e.as_dict() for e in exc.errors))
+    if isinstance(exc, EngineError):
+        return _internal(line, plan_id, f"internal error, no verdict: {exc}")
+    return _internal(line, plan_id, f"internal error, no verdict: {_describe(exc)}")

@@ -72,6 +72,10 @@ class Source:
 
     format: str = ""
     total: int | None = None
+    #: Rows arrive without waiting on anyone (a regular file, a folder): one worker may then write its results a
+    #: chunk at a time (workers.encoded_batches). Not so for stdin or a pipe, whose next row may take minutes to
+    #: come: each result is written as soon as it is known.
+    steady: bool = False
 
     @property
     def position(self) -> int:
@@ -172,6 +176,7 @@ class _FolderSource(Source):
         self.entries = entries
         self.names = [name for name, _ in entries]
         self.total = len(entries)
+        self.steady = True
         self._done = 0
 
     @property
@@ -289,14 +294,17 @@ def open_source(path: str | os.PathLike[str], input_format: str = "auto",
         return _FolderSource(target)
     try:
         stream = target.open("rb")
-        total = os.fstat(stream.fileno()).st_size
+        info = os.fstat(stream.fileno())
+        total = info.st_size
     except OSError as exc:
         raise BatchInputError(f"{name}: cannot read: {exc.strerror or exc}") from None
     if input_format == "auto":
         suffix = target.suffix.lower()
         input_format = "csv" if suffix == ".csv" else "jsonl" if suffix in (".jsonl", ".ndjson", ".json") else "auto"
     try:
-        return _open_stream(stream, input_format, total, True, name)
+        source = _open_stream(stream, input_format, total, True, name)
+        source.steady = stat.S_ISREG(info.st_mode)  # a named pipe is not
+        return source
     except BaseException:
         stream.close()
         raise

@@ -43,6 +43,14 @@ class Summary:
         if rules:
             self.rules.update(rules)
 
+    def merge(self, other: "Summary") -> None:
+        """Add the counts of another summary (a chunk's, counted in the worker that checked it)."""
+        self.rows += other.rows
+        self.verdicts.update(other.verdicts)
+        self.kinds.update(other.kinds)
+        self.rules.update(other.rules)
+        self.internal += other.internal
+
     def as_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, **{v: self.verdicts.get(v, 0) for v in ("ok", "warn", "block", "error")},
                 "internal": self.internal,

@@ -33,23 +33,26 @@ Nothing clinical happens here: every verdict comes from :meth:`Checker.check`.
 from __future__ import annotations
 
 import gc
-import multiprocessing
+import itertools
 import os
 import signal
 import sys
 from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from ..check import Checker, get_checker
-from .rows import BatchResult, InputRow, _describe, _internal, process_row
-from .summary import Summary, Tally
+from .rows import BatchInputError, BatchResult, InputRow, _describe, _internal, process_rows
+from .sources import Source
+from .summary import Summary
 from .writers import Writer, _encode_results
 
+if TYPE_CHECKING:  # the process pool is imported when a run uses workers, not by every ``import ivig_safety``
+    from concurrent.futures import Future, ProcessPoolExecutor
+
 #: Rows sent to a worker process at a time, and chunks in flight per worker: enough to hide the round trip,
-#: small enough that memory stays bounded and output keeps flowing.
-CHUNK_ROWS = 64
+#: small enough that memory stays bounded and output keeps flowing. 256 rather than 64: every chunk costs the
+#: parent a future, two pickles and a pipe round trip, and the parent shares the two cores with the workers.
+CHUNK_ROWS = 256
 CHUNKS_PER_WORKER = 4
 
 _WORKER_CHECKER: Checker | None = None
@@ -89,10 +92,10 @@ def _init_worker(rules_dir: str | None, policy: str | None, parent: int) -> None
 def _work(chunk: list[InputRow]) -> list[BatchResult]:
     checker = _WORKER_CHECKER
     assert checker is not None, "worker not initialised"
-    return [process_row(row, checker) for row in chunk]
+    return process_rows(chunk, checker)
 
 
-def _work_encoded(chunk: list[InputRow], fmt: str) -> tuple[bytes, list[Tally]]:
+def _work_encoded(chunk: list[InputRow], fmt: str) -> tuple[bytes, Summary]:
     """Check a chunk and serialise it here, in the worker: the parent then only writes bytes and adds counts.
 
     Why: sending results back as objects made the parent unpickle and re-serialise about 2 KB per row, which kept
@@ -106,18 +109,18 @@ def _ready() -> bool:
 
 
 def _as_rows(plans: Iterable[Any]) -> Iterator[InputRow]:
+    if isinstance(plans, Source):  # rows already: no generator layer per row
+        return iter(plans)
+    return _numbered(plans)
+
+
+def _numbered(plans: Iterable[Any]) -> Iterator[InputRow]:
     for number, item in enumerate(plans, 1):
         yield item if isinstance(item, InputRow) else InputRow(number, "plan", item)
 
 
 def _chunks(rows: Iterator[InputRow], size: int) -> Iterator[list[InputRow]]:
-    chunk: list[InputRow] = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
+    while chunk := list(itertools.islice(rows, size)):  # in C: the parent reads for two workers
         yield chunk
 
 
@@ -136,7 +139,7 @@ def check_many(plans: Iterable[Any], *, workers: int = 1, policy: str | os.PathL
     checker = get_checker(rules, pol)
     rows = _as_rows(plans)
     if workers <= 1:
-        return (process_row(row, checker) for row in rows)
+        return (process_rows([row], checker)[0] for row in rows)  # one at a time: the caller may be waiting
     return _Parallel(rows, workers, rules, pol, chunk_rows).results()
 
 
@@ -147,7 +150,7 @@ def _succeeded(future: Future[Any]) -> bool:
 class _Parallel:
     """Ordered, bounded fan-out over worker processes; a dead worker costs only the row that killed it.
 
-    With ``fmt`` set, each chunk comes back as ``(output bytes, tallies)`` (see :func:`_work_encoded`); without
+    With ``fmt`` set, each chunk comes back as ``(output bytes, counts)`` (see :func:`_work_encoded`); without
     it, as :class:`BatchResult` s.
 
     Why rows are re-run, not voided: when a worker dies, the executor fails every chunk in flight, and nothing says
@@ -167,6 +170,9 @@ class _Parallel:
         self.pool = self._start()
 
     def _start(self) -> ProcessPoolExecutor:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
         methods = multiprocessing.get_all_start_methods()
         # fork: workers start in milliseconds instead of re-importing pint and pydantic (about a second each)
         context = multiprocessing.get_context("fork" if "fork" in methods else None)
@@ -186,7 +192,9 @@ class _Parallel:
         return pool
 
     def chunks(self) -> Iterator[Any]:
-        """One item per chunk, in input order: a list of results, or (bytes, tallies) when ``fmt`` is set."""
+        """One item per chunk, in input order: a list of results, or (bytes, counts) when ``fmt`` is set."""
+        from concurrent.futures.process import BrokenProcessPool
+
         chunks = _chunks(self.rows, self.chunk_rows)
         exhausted = False
         try:
@@ -235,6 +243,8 @@ class _Parallel:
                              for future, chunk in self.pending)
 
     def _submit(self, chunk: list[InputRow]) -> Future[Any]:
+        from concurrent.futures.process import BrokenProcessPool
+
         try:
             return self._call(chunk)
         except BrokenProcessPool:  # a worker died since the last result: start again, then submit
@@ -249,9 +259,14 @@ class _Parallel:
         self.pending = deque((future if _succeeded(future) else self._call(c), c) for future, c in self.pending)
         if self.fmt is None:
             return [result for outcome in outcomes for result in outcome]
-        return b"".join(data for data, _ in outcomes), [t for _, tallies in outcomes for t in tallies]
+        counts = Summary()
+        for _, part in outcomes:
+            counts.merge(part)
+        return b"".join(data for data, _ in outcomes), counts
 
     def _alone(self, row: InputRow, first: str) -> Any:
+        from concurrent.futures.process import BrokenProcessPool
+
         try:
             return self._call([row]).result()
         except BrokenProcessPool as exc:
@@ -272,26 +287,48 @@ class _Parallel:
 
 def encoded_batches(plans: Iterable[Any], fmt: str, *, workers: int = 1,
                     policy: str | os.PathLike[str] | None = None, rules_dir: str | os.PathLike[str] | None = None,
-                    chunk_rows: int = CHUNK_ROWS) -> Iterator[tuple[bytes, list[Tally]]]:
-    """:func:`check_many` for writers: yields ``(output bytes, tallies)``, one row at a time with one worker and
-    one chunk at a time with several (serialised in the workers), in input order. Eager like check_many."""
+                    chunk_rows: int = CHUNK_ROWS) -> Iterator[tuple[bytes, Summary]]:
+    """:func:`check_many` for writers: yields ``(output bytes, counts)`` a chunk at a time (serialised and counted
+    in the workers with several), in input order; with one worker, a row at a time unless ``plans`` is a steady
+    :class:`Source` (a file or a folder). Eager like check_many."""
     rules = str(rules_dir) if rules_dir is not None else None
     pol = str(policy) if policy is not None else None
     if workers <= 1:
+        if getattr(plans, "steady", False):
+            return _encoded_chunks(_as_rows(plans), get_checker(rules, pol), fmt, chunk_rows)
         results = check_many(plans, policy=pol, rules_dir=rules)
         return (_encode_results((r,), fmt) for r in results)
     get_checker(rules, pol)  # a bad rule or policy file raises here, in the caller, before any worker starts
     return _Parallel(_as_rows(plans), workers, rules, pol, chunk_rows, fmt).chunks()
 
 
+def _encoded_chunks(rows: Iterator[InputRow], checker: Checker, fmt: str, size: int
+                    ) -> Iterator[tuple[bytes, Summary]]:
+    """One worker over a steady source: rows checked (process_rows), serialised and counted a chunk at a time, as
+    the workers do. If the input fails mid-chunk, the rows read so far are checked and yielded before the error,
+    as they would have been one by one."""
+    chunk: list[InputRow] = []
+    try:
+        for row in rows:
+            chunk.append(row)
+            if len(chunk) >= size:
+                yield _encode_results(process_rows(chunk, checker), fmt)
+                chunk = []
+    except BatchInputError:
+        if chunk:
+            yield _encode_results(process_rows(chunk, checker), fmt)
+        raise
+    if chunk:
+        yield _encode_results(process_rows(chunk, checker), fmt)
+
+
 def run_batch(source: Iterable[Any], writer: Writer, *, workers: int = 1, policy: str | None = None,
               on_rows: Callable[[int], None] | None = None) -> Summary:
     """Check every row of ``source``, write the results as they come, and return the counts."""
     summary = Summary()
-    for data, tallies in encoded_batches(source, writer.format, workers=workers, policy=policy):
+    for data, counts in encoded_batches(source, writer.format, workers=workers, policy=policy):
         writer.write_encoded(data)
-        for counts in tallies:
-            summary.add_tally(counts)
+        summary.merge(counts)
         if on_rows is not None:
-            on_rows(len(tallies))
+            on_rows(counts.rows)
     return summary

@@ -21,18 +21,17 @@ import os
 import sys
 import time
 from contextlib import nullcontext
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import click
-from rich.console import Console
-from rich.progress import (BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
-from rich.table import Table
-from rich.text import Text
 
 from ..batch import WRITERS, BatchInputError, Source, Summary, encoded_batches, open_source
 from ..formats.render import clean_text
 from .options import EXIT_BLOCK, EXIT_INTERNAL, EXIT_INVALID, EXIT_OK, EXIT_WARN, fail, load_checker, policy_option
+
+if TYPE_CHECKING:  # rich is imported when a table or a progress bar is drawn: every command loads this module
+    from rich.console import Console
+    from rich.table import Table
 
 EXIT_INTERRUPTED = 130
 #: --fail-on thresholds: a level fails the run on itself and on every level after it.
@@ -55,6 +54,9 @@ def exit_code(summary: Summary, fail_on: str | None) -> int:
 
 def summary_table(summary: Summary) -> Table:
     """Rows and verdicts, then per finding kind and per rule the number of rows it appears in."""
+    from rich.table import Table
+    from rich.text import Text
+
     counts = summary.as_dict()
     table = Table(title="ivig-safety batch", title_justify="left", show_header=True, header_style="bold")
     for name in ("rows", "ok", "warn", "block", "error"):
@@ -95,12 +97,15 @@ class _ProgressReporter:
     second so it costs nothing per row."""
 
     def __init__(self, source: Source, console: Console):
+        from rich.progress import (BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+
         self.source = source
         self.progress = Progress(
             SpinnerColumn(), TextColumn("{task.fields[rows]:>9,} rows"), BarColumn(),
             TextColumn("{task.fields[rate]:>7,.0f} rows/s"), TextColumn("ETA"), TimeRemainingColumn(),
             TimeElapsedColumn(), console=console, transient=True, refresh_per_second=8)
-        self.task: TaskID = self.progress.add_task("batch", total=source.total, rows=0, rate=0.0)
+        self.task = self.progress.add_task("batch", total=source.total, rows=0, rate=0.0)
         self.started = self.last = time.monotonic()
         self.rows = 0
 
@@ -167,6 +172,8 @@ def batch(input_path: str, output: str | None, fmt: str | None, input_format: st
         fail(str(exc))
     if fmt is None:
         fmt = "csv" if output and output.lower().endswith(".csv") else "jsonl"
+    from rich.console import Console
+
     err_console = Console(stderr=True, highlight=False)
     with source:
         try:
@@ -182,12 +189,11 @@ def batch(input_path: str, output: str | None, fmt: str | None, input_format: st
         try:
             writer = WRITERS[fmt](stream)
             with reporter if reporter is not None else nullcontext():
-                for data, tallies in batches:
+                for data, counts in batches:
                     writer.write_encoded(data)
-                    for counts in tallies:
-                        summary.add_tally(counts)
+                    summary.merge(counts)
                     if reporter is not None:
-                        reporter.advance(len(tallies))
+                        reporter.advance(counts.rows)
             writer.close()
         except KeyboardInterrupt:
             code = EXIT_INTERRUPTED

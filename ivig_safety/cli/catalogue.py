@@ -14,7 +14,6 @@ from pathlib import Path
 
 import click
 import yaml
-from rich.table import Table
 
 from ..check import Checker, default_rules_dir
 from ..formats.render import console
@@ -40,6 +39,8 @@ def products(ctx: click.Context) -> None:
     """List the product catalogue (rules/products/)."""
     if ctx.invoked_subcommand is not None:
         return
+    from rich.table import Table  # imported when a table is drawn, not by every command
+
     checker = load_checker(None)
     table = Table(title="Products")
     for column in ("product", "name", "label revised", "concentration", "indication: initial -> max",
@@ -77,6 +78,8 @@ def rules_group() -> None:
 @policy_option
 def rules_list(policy: str | None) -> None:
     """One line per rule: id, kind, severity, cap, what it checks."""
+    from rich.table import Table
+
     checker = load_checker(policy)
     table = Table(title=f"Rule set {checker.ruleset.version}")
     for column in ("id", "kind", "severity", "cap", "description"):

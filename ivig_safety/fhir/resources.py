@@ -10,7 +10,8 @@ of the specification gets them right; nothing here parses FHIR by hand.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from pydantic import ValidationError
 

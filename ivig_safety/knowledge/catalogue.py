@@ -6,6 +6,7 @@ product) and rules/guidelines.yaml (off-label regimens). Each loader names the f
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,12 +34,17 @@ class Catalogue:
                 self._names[key] = product.id
 
     def resolve(self, name: str) -> Product | None:
-        product_id = self._names.get(_name_key(name))
+        product_id = self._names.get(_cached_name_key(name) if len(name) <= 100 else _name_key(name))
         return self.products.get(product_id) if product_id else None
 
 
 def _name_key(name: str) -> str:
     return re.sub(r"[\s_]+", " ", name.strip().lower())
+
+
+#: A product name is looked up for every plan, and an order file spells its products a few ways: the key of a
+#: short name is worked out once.
+_cached_name_key = lru_cache(maxsize=1024)(_name_key)
 
 
 class ExcipientEntry(_Strict):

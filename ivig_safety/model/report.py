@@ -127,7 +127,11 @@ class Report(_Model):
 
 
 def verdict_for(findings: list[Finding]) -> Verdict:
-    severities = {f.severity for f in findings}
+    return verdict_of({f.severity for f in findings})
+
+
+def verdict_of(severities: set[str]) -> Verdict:
+    """The verdict for findings of these severities."""
     if "critical" in severities:
         return "block"
     if "warning" in severities:

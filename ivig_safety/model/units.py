@@ -370,10 +370,21 @@ def expect(value: Any, *shapes: Shape, what: str) -> Quantity:
 
 def expecting(*shapes: Shape, what: str) -> Callable[[Any], Quantity]:
     """A field validator: :func:`expect` with the shapes bound. UnitError is a ValueError, which pydantic reports
-    as a validation error naming the field, so plan, product and policy models all validate quantities this way."""
+    as a validation error naming the field, so plan, product and policy models all validate quantities this way.
+
+    A quantity text that passes is cached per field (one cache lookup instead of three calls: validating the
+    quantities was a fifth of validating a plan). Text that fails is not cached (lru_cache keeps no exceptions) and
+    is refused with the same message every time; text longer than MAX_QUANTITY_CHARS never becomes a key."""
     def validate(value: Any) -> Quantity:
         return expect(value, *shapes, what=what)
-    return validate
+
+    cached = lru_cache(maxsize=4096)(validate)
+
+    def validate_cached(value: Any) -> Quantity:
+        if type(value) is str and len(value) <= MAX_QUANTITY_CHARS:
+            return cached(value)
+        return validate(value)
+    return validate_cached
 
 
 _EXAMPLES = {

@@ -88,11 +88,18 @@ def parse_vials(sizes: Iterable[str]) -> list[Vial]:
 _TABLE_LIMIT_G = 700
 
 
+def _reachable(vials: list[Vial]) -> tuple[list[int], dict[int, tuple[int, ...]]]:
+    """Every total (in 0.1 g) reachable with whole vials, with the fewest vials for each; computed once per product.
+
+    Cached by the vials' sizes in grams, all the table depends on (hashing the Vial objects themselves cost more
+    than the rest of the day's dispense)."""
+    return _reachable_grams(tuple([v.grams for v in vials]))
+
+
 @lru_cache(maxsize=64)
-def _reachable(vials: tuple[Vial, ...]) -> tuple[list[int], dict[int, tuple[int, ...]]]:
-    """Every total (in 0.1 g) reachable with whole vials, with the fewest vials for each; computed once per product."""
-    units = [round(v.grams * 10) for v in vials]
-    best: dict[int, tuple[int, ...]] = {0: tuple(0 for _ in vials)}
+def _reachable_grams(grams: tuple[float, ...]) -> tuple[list[int], dict[int, tuple[int, ...]]]:
+    units = [round(g * 10) for g in grams]
+    best: dict[int, tuple[int, ...]] = {0: tuple(0 for _ in grams)}
     for total in range(1, _TABLE_LIMIT_G * 10 + 1):
         choice: tuple[int, ...] | None = None
         for i, size in enumerate(units):
@@ -123,7 +130,7 @@ def round_and_dispense(dose_g: float, vials: list[Vial], policy: Policy) -> Disp
         if candidate > 0 and abs(candidate - dose_g) <= tolerance * dose_g:
             rounded, note = candidate, "nearest 5 g"
     elif method == "nearest-vial" and vials:
-        totals, _ = _reachable(tuple(vials))
+        totals, _ = _reachable(vials)
         at = bisect.bisect_left(totals, round(dose_g * 10))
         near = [totals[i] / 10 for i in (at - 1, at) if 0 <= i < len(totals)]
         if near:
@@ -134,7 +141,7 @@ def round_and_dispense(dose_g: float, vials: list[Vial], policy: Policy) -> Disp
         note = f"not rounded: no {method} value within {tolerance:.0%}"
     if not vials:
         return Dispense(dose_g, rounded, note, [], None)
-    totals, best = _reachable(tuple(vials))
+    totals, best = _reachable(vials)
     at = bisect.bisect_left(totals, math.ceil(rounded * 10 - 1e-9))
     if at == len(totals):  # beyond the table: the largest vial, as many as it takes
         largest = vials[-1]

@@ -64,16 +64,23 @@ class Facts:
         values = self.values
         w, c = self.weight_kg, self.concentration
         factors = {"": 1.0, "ml_per_kg_min": 1.0 / c, "ml_per_min": w / c, "mg_per_min": w, "kg": w / 1000.0}
+        get = values.get
         for key, base, other, variant in plan:
-            value = values.get(base)
+            value = get(base)
             if value is None:
                 continue  # an unset flag or an absent optional value: no clause on it can match
+            # the common cases of _scaled (floats, flags) inline: this loop runs over every key for every plan
             if other is not None:
-                second = values.get(other)
+                second = get(other)
                 if second is not None:
-                    out[key] = _scaled(value) - _scaled(second)
+                    out[key] = (round(value * SCALE) if type(value) is float else _scaled(value)) \
+                        - (round(second * SCALE) if type(second) is float else _scaled(second))
             elif variant:
                 out[key] = round(value * factors[variant] * SCALE)
+            elif type(value) is float:
+                out[key] = round(value * SCALE)
+            elif value is True:
+                out[key] = 1
             else:
                 out[key] = _scaled(value)
         return out

@@ -7,14 +7,14 @@ Why templates are filled here and not in the rule engine: the engine sees intege
 
 from __future__ import annotations
 
-from typing import Any
+from functools import lru_cache
+from typing import Any, Callable
 
 from ..knowledge.fields import FIELDS, SCALE
 from ..knowledge.policy import Policy
 from ..knowledge.rules import Rule
 from ..model.errors import EngineError
 from ..model.rates import mg_per_kg_min_to
-from ..model.report import Finding
 from ..model.units import ParsedUnit, Shape, format_number
 from .facts import Facts
 from .suggest import cap_value, exceeds, rate_triple
@@ -34,25 +34,50 @@ def format_rate(facts: Facts, rate: float, unit: ParsedUnit) -> str:
     return f"{shown} {unit.text} ({ml_per_h} mL/h)"
 
 
-def _format_value(facts: Facts, name: str, unit: ParsedUnit) -> str:
-    if name not in facts.values:
-        return "unknown"
-    value = facts.values[name]
-    spec = FIELDS[name]
-    if spec.variants is not None and Shape.MASS_PER_MASS_TIME in spec.variants:
-        return format_rate(facts, float(value), unit)
-    if spec.variants is not None and Shape.MASS_PER_MASS in spec.variants:
-        grams = float(value) * facts.weight_kg
-        return f"{format_number(float(value))} g/kg ({format_number(grams)} g)"
-    if name in _DAYS:
-        return f"{format_number(float(value) / (24 * 60))} days"
-    if name in _UNIT_OF:
-        return f"{format_number(float(value))} {_UNIT_OF[name]}"
+def _as_rate(facts: Facts, value: Any, unit: ParsedUnit) -> str:
+    return format_rate(facts, float(value), unit)
+
+
+def _as_dose(facts: Facts, value: Any, unit: ParsedUnit) -> str:
+    grams = float(value) * facts.weight_kg
+    return f"{format_number(float(value))} g/kg ({format_number(grams)} g)"
+
+
+def _as_days(facts: Facts, value: Any, unit: ParsedUnit) -> str:
+    return f"{format_number(float(value) / (24 * 60))} days"
+
+
+def _in_unit(text: str) -> Callable[[Facts, Any, ParsedUnit], str]:
+    return lambda facts, value, unit: f"{format_number(float(value))} {text}"
+
+
+def _as_is(facts: Facts, value: Any, unit: ParsedUnit) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
         return format_number(value)
     return str(value)
+
+
+@lru_cache(maxsize=None)  # one entry per field name (FIELDS is fixed)
+def _formatter(name: str) -> Callable[[Facts, Any, ParsedUnit], str]:
+    """How a field is shown, decided once per name rather than on every value."""
+    spec = FIELDS[name]
+    if spec.variants is not None and Shape.MASS_PER_MASS_TIME in spec.variants:
+        return _as_rate
+    if spec.variants is not None and Shape.MASS_PER_MASS in spec.variants:
+        return _as_dose
+    if name in _DAYS:
+        return _as_days
+    if name in _UNIT_OF:
+        return _in_unit(_UNIT_OF[name])
+    return _as_is
+
+
+def _format_value(facts: Facts, name: str, unit: ParsedUnit) -> str:
+    if name not in facts.values:
+        return "unknown"
+    return _formatter(name)(facts, facts.values[name], unit)
 
 
 def _format_policy(value: Any) -> str:
@@ -67,7 +92,7 @@ def _step_list(numbers: list[int]) -> str:
     return "steps " + ", ".join(map(str, numbers[:-1])) + f" and {numbers[-1]}"
 
 
-def build_finding(rule: Rule, facts: Facts, policy: Policy) -> Finding:
+def build_finding(rule: Rule, facts: Facts, policy: Policy) -> FindingData:
     if rule.static:
         cached = facts.label.findings.get(rule.id)
         if cached is None:
@@ -76,89 +101,168 @@ def build_finding(rule: Rule, facts: Facts, policy: Policy) -> Finding:
     return _render(rule, facts, policy)
 
 
-def _render(rule: Rule, facts: Facts, policy: Policy) -> Finding:
-    cap = cap_value(rule.cap, facts) if rule.cap is not None else None
-    over = [s.index + 1 for s in facts.steps if cap is not None and exceeds(s.rate, cap)]
-    step = 1 if rule.step == "first" else (over[0] if rule.step == "over-cap" and over else None)
-    unit = facts.steps[(step or 1) - 1].unit
+class _Scope:
+    """What a placeholder of one finding may show: the plan's facts, the rule, the step at fault, the steps over
+    the cap, the unit the plan wrote its rates in, the cap (mg/kg/min) and the policy."""
 
-    def value(name: str) -> str:
-        if name.startswith("cite."):
-            key = name[5:]
-            if key not in facts.cite:
-                raise EngineError(f"rule {rule.id}: no citation {key!r} for product {facts.product.id}")
-            return facts.cite[key]
-        if name == "step":
-            return str(step) if step is not None else "-"
-        if name == "step_rate":
-            return format_rate(facts, facts.steps[step - 1].rate, unit) if step else "-"
-        if name == "over_cap_steps":
-            return _step_list(over) if over else "no step"
-        if name == "risk_factors":
-            present = [r + (" (from age)" if r in facts.derived_risk_factors else "")
-                       for r in rule.risk_factors if r in facts.risk_factors]
-            return ", ".join(present) or "none"
-        if name == "product_name":
-            return facts.product.name
-        if name == "blood_group":
-            return facts.plan.patient.blood_group or "not given"
-        if name == "cap":
-            return format_rate(facts, cap, unit) if cap is not None else "-"
-        if name.startswith("policy."):
-            return _format_policy(policy[name.removeprefix("policy.")])
-        shown_key = (name, unit.text)
+    __slots__ = ("facts", "rule", "step", "over", "unit", "cap", "policy")
+
+    def __init__(self, facts: Facts, rule: Rule, step: int | None, over: list[int], unit: ParsedUnit,
+                 cap: float | None, policy: Policy):
+        self.facts, self.rule, self.step, self.over, self.unit, self.cap, self.policy = \
+            facts, rule, step, over, unit, cap, policy
+
+
+Getter = Callable[[_Scope], str]
+
+
+def _citation(key: str) -> Getter:
+    def get(s: _Scope) -> str:
+        cite = s.facts.cite
+        if key not in cite:
+            raise EngineError(f"rule {s.rule.id}: no citation {key!r} for product {s.facts.product.id}")
+        return cite[key]
+    return get
+
+
+def _policy_value(key: str) -> Getter:
+    return lambda s: _format_policy(s.policy[key])
+
+
+def _fact(name: str) -> Getter:
+    def get(s: _Scope) -> str:
+        facts, unit = s.facts, s.unit
+        if name not in facts.values:
+            return "unknown"
+        format_as = _formatter(name)
+        if format_as is not _as_rate and format_as is not _as_dose:
+            return format_as(facts, facts.values[name], unit)
+        shown_key = (name, unit.text)  # a rate or a dose often appears in several findings of one plan
         text = facts.shown.get(shown_key)
-        if text is None:  # the same value often appears in several findings of one plan
-            text = facts.shown[shown_key] = _format_value(facts, name, unit)
+        if text is None:
+            text = facts.shown[shown_key] = format_as(facts, facts.values[name], unit)
         return text
-
-    return Finding(
-        kind=rule.kind, severity=rule.severity, rule=rule.id,
-        message=_fill(rule.message_parts, value), citation=_fill(rule.citation_parts, value),
-        step=step, suggested_max_rate=rate_triple(facts, cap, policy) if cap is not None else None,
-        rules=[rule.id], kinds=[rule.kind],
-    )
+    return get
 
 
-def merge_findings(fired: list[Rule], findings: list[Finding], facts: Facts) -> list[Finding]:
+def _risk_factors(s: _Scope) -> str:
+    facts = s.facts
+    present = [r + (" (from age)" if r in facts.derived_risk_factors else "")
+               for r in s.rule.risk_factors if r in facts.risk_factors]
+    return ", ".join(present) or "none"
+
+
+_NAMED: dict[str, Getter] = {
+    "step": lambda s: str(s.step) if s.step is not None else "-",
+    "step_rate": lambda s: format_rate(s.facts, s.facts.steps[s.step - 1].rate, s.unit) if s.step else "-",
+    "over_cap_steps": lambda s: _step_list(s.over) if s.over else "no step",
+    "risk_factors": _risk_factors,
+    "product_name": lambda s: s.facts.product.name,
+    "blood_group": lambda s: s.facts.plan.patient.blood_group or "not given",
+    "cap": lambda s: format_rate(s.facts, s.cap, s.unit) if s.cap is not None else "-",
+}
+
+
+def _getter(name: str) -> Getter:
+    if name.startswith("cite."):
+        return _citation(name[5:])
+    if name in _NAMED:
+        return _NAMED[name]
+    if name.startswith("policy."):
+        return _policy_value(name.removeprefix("policy."))
+    return _fact(name)
+
+
+@lru_cache(maxsize=4096)
+def compile_template(parts: tuple[str, ...]) -> tuple[Getter, ...]:
+    """A template's placeholders (the odd ``parts``, see rules.split_template) as functions, worked out once per
+    template instead of on every finding: rendering the findings was the largest stage of a batch row."""
+    return tuple(_getter(name) for name in parts[1::2])
+
+
+def _fill(parts: tuple[str, ...], scope: _Scope) -> str:
+    """Parts alternate literal text and placeholder names (see rules.split_template)."""
+    if len(parts) == 1:
+        return parts[0]
+    out = list(parts)
+    out[1::2] = [get(scope) for get in compile_template(parts)]
+    return "".join(out)
+
+
+@lru_cache(maxsize=4096)
+def _cites_only(parts: tuple[str, ...]) -> bool:
+    return all(name.startswith("cite.") for name in parts[1::2])
+
+
+def _citation_text(rule: Rule, scope: _Scope) -> str:
+    """A citation that names only ``cite.*`` values depends on the product and indication alone: filled once per
+    product and indication (held with their label facts) and reused."""
+    citations = scope.facts.label.citations
+    text = citations.get(rule.id)
+    if text is None:
+        parts = rule.citation_parts
+        text = _fill(parts, scope)
+        if _cites_only(parts):
+            citations[rule.id] = text
+    return text
+
+
+#: A finding as the pipeline builds it: the fields of :class:`Finding`, in its order, as plain data (the suggested
+#: maximum rate as a RateTriple). Check() makes Finding models of them for its report; a batch row needs only their
+#: JSON form (:func:`finding_json`), and skipping the models saved about a tenth of a batch row. Never mutated:
+#: a rendered static finding is shared by every plan of its product and indication.
+FindingData = dict[str, Any]
+
+
+def _render(rule: Rule, facts: Facts, policy: Policy) -> FindingData:
+    cap = cap_value(rule.cap, facts) if rule.cap is not None else None
+    over = [s.index + 1 for s in facts.steps if exceeds(s.rate, cap)] if cap is not None else []
+    step = 1 if rule.step == "first" else (over[0] if rule.step == "over-cap" and over else None)
+    scope = _Scope(facts, rule, step, over, facts.steps[(step or 1) - 1].unit, cap, policy)
+    return {
+        "kind": rule.kind, "severity": rule.severity, "rule": rule.id,
+        "message": _fill(rule.message_parts, scope), "citation": _citation_text(rule, scope),
+        "step": step, "suggested_max_rate": rate_triple(facts, cap, policy) if cap is not None else None,
+        "rules": [rule.id], "kinds": [rule.kind],
+    }
+
+
+def finding_json(finding: FindingData) -> dict[str, Any]:
+    """What ``Finding(**finding).model_dump(mode="json")`` gives, without the model (a new dict, new lists)."""
+    triple = finding["suggested_max_rate"]
+    return {**finding, "suggested_max_rate": triple.model_dump(mode="json") if triple is not None else None,
+            "rules": list(finding["rules"]), "kinds": list(finding["kinds"])}
+
+
+def merge_findings(fired: list[Rule], findings: list[FindingData], facts: Facts) -> list[FindingData]:
     """One finding per decision. Rules of one ``group``, or imposing the same cap, at the same severity, become one
     finding that keeps every reason (message), every source (citation) and every rule id; the rest pass through.
 
     Why here and not in the rules: two rules can reach the same decision for different reasons (renal and thrombosis
     risk both cap the rate at the at-risk cap); the prescriber needs the decision once, with all its reasons."""
-    groups: dict[Any, list[Finding]] = {}
+    groups: dict[Any, list[FindingData]] = {}
     for rule, finding in zip(fired, findings, strict=True):
         if rule.group is not None:
-            key: Any = (finding.severity, "group", rule.group)
+            key: Any = (finding["severity"], "group", rule.group)
         elif rule.cap is not None:
-            key = (finding.severity, "cap", round(cap_value(rule.cap, facts) * SCALE))
+            key = (finding["severity"], "cap", round(cap_value(rule.cap, facts) * SCALE))
         else:
             key = rule.id
         groups.setdefault(key, []).append(finding)
-    merged: list[Finding] = []
+    merged: list[FindingData] = []
     for members in groups.values():
         if len(members) == 1:
             merged.append(members[0])
             continue
-        first = members[0]
-        merged.append(first.model_copy(update={
-            "message": " ".join(dict.fromkeys(f.message for f in members)),
-            "citation": "; ".join(dict.fromkeys(part for f in members for part in f.citation.split("; "))),
-            "step": min((f.step for f in members if f.step is not None), default=None),
-            "rules": [r for f in members for r in f.rules],
-            "kinds": list(dict.fromkeys(k for f in members for k in f.kinds)),
-        }))
+        merged.append({
+            **members[0],
+            "message": " ".join(dict.fromkeys(f["message"] for f in members)),
+            "citation": "; ".join(dict.fromkeys(part for f in members for part in f["citation"].split("; "))),
+            "step": min((f["step"] for f in members if f["step"] is not None), default=None),
+            "rules": [r for f in members for r in f["rules"]],
+            "kinds": list(dict.fromkeys(k for f in members for k in f["kinds"])),
+        })
     return merged
-
-
-def _fill(parts: tuple[str, ...], value: Any) -> str:
-    """Parts alternate literal text and placeholder names (see rules.split_template)."""
-    if len(parts) == 1:
-        return parts[0]
-    out = list(parts)
-    for i in range(1, len(parts), 2):
-        out[i] = value(parts[i])
-    return "".join(out)
 
 
 def explain_rule(rule: Rule, facts: Facts) -> list[str]:

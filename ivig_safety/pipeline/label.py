@@ -61,6 +61,7 @@ class LabelFacts:
     vials: list[Vial]
     cite: dict[str, str]
     findings: dict[str, Any] = field(default_factory=dict)  # rendered static findings (findings.build_finding)
+    citations: dict[str, str] = field(default_factory=dict)  # filled citation per rule id (findings.py)
 
 
 def label_facts(product: Product, indication: str, policy: Policy, knowledge: Knowledge) -> LabelFacts:

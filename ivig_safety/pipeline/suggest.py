@@ -68,11 +68,17 @@ class Suggestion:
     total_min: float
 
 
-def suggest(facts: Facts, fired: list[Rule], policy: Policy) -> Suggestion:
+def max_rate(facts: Facts, fired: list[Rule]) -> float:
+    """The suggested maximum rate (mg/kg/min, before pump rounding): the label maximum or the lowest cap fired."""
     cap = float(facts.values["max_rate"])
     for rule in fired:
         if rule.cap is not None:
             cap = min(cap, cap_value(rule.cap, facts))
+    return cap
+
+
+def suggest(facts: Facts, fired: list[Rule], policy: Policy) -> Suggestion:
+    cap = max_rate(facts, fired)
     rungs = _rungs(facts, cap, policy)
     return Suggestion(cap, *_schedule(facts, rungs, policy))
 
