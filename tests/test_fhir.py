@@ -570,3 +570,21 @@ def test_an_egfr_in_a_component_is_read() -> None:
     mapped = plan_from_fhir(document)
     assert "renal-insufficiency" in mapped.plan["patient"]["risk_factors"]
     assert "Observation/renal-panel" in mapped.sources["patient.risk_factors.renal-insufficiency"]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_batch_reads_local_codes_from_a_site_file(tmp_path: Path, workers: str) -> None:
+    site = tmp_path / "site.yaml"
+    site.write_text(yaml.safe_dump({"name": "General Hospital", "products": {"octagam-10": [
+        {"system": "urn:oid:1.2.3.4.5", "values": ["LOCAL-IVIG-10"], "citation": "pharmacy formulary, item 123"}]}}))
+    document = _load("dermatomyositis-bundle.json")
+    _order(document)["medicationCodeableConcept"] = {"coding": [{"system": "urn:oid:1.2.3.4.5",
+                                                                "code": "LOCAL-IVIG-10"}]}
+    source = tmp_path / "export.ndjson"
+    source.write_text((json.dumps(document) + "\n") * 3)
+    command = [sys.executable, "-m", "ivig_safety", "batch", str(source), "-q", "--workers", workers]
+    without = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert [json.loads(line)["verdict"] for line in without.stdout.splitlines()] == ["error"] * 3
+    with_site = subprocess.run([*command, "--site-codes", str(site)], capture_output=True, text=True, timeout=120)
+    assert with_site.returncode == 0, with_site.stderr
+    assert [json.loads(line)["verdict"] for line in with_site.stdout.splitlines()] == ["warn"] * 3

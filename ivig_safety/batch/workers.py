@@ -72,7 +72,7 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _init_worker(rules_dir: str | None, policy: str | None, parent: int) -> None:
+def _init_worker(rules_dir: str | None, policy: str | None, site_codes: str | None, parent: int) -> None:
     """Each worker process gets its own rule engine: durable_rules handles and the engine's locks belong to one
     process, and the parent may have been using them when it forked.
 
@@ -83,7 +83,7 @@ def _init_worker(rules_dir: str | None, policy: str | None, parent: int) -> None
     global _WORKER_CHECKER
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(parent)
-    checker = get_checker(rules_dir, policy)
+    checker = get_checker(rules_dir, policy, site_codes)
     checker.renew_engine()
     _WORKER_CHECKER = checker
     gc.freeze()  # the rules, catalogue and pint registry live as long as the process: keep them out of GC passes
@@ -125,8 +125,8 @@ def _chunks(rows: Iterator[InputRow], size: int) -> Iterator[list[InputRow]]:
 
 
 def check_many(plans: Iterable[Any], *, workers: int = 1, policy: str | os.PathLike[str] | None = None,
-               rules_dir: str | os.PathLike[str] | None = None, chunk_rows: int = CHUNK_ROWS
-               ) -> Iterator[BatchResult]:
+               rules_dir: str | os.PathLike[str] | None = None, chunk_rows: int = CHUNK_ROWS,
+               site_codes: str | os.PathLike[str] | None = None) -> Iterator[BatchResult]:
     """Check an iterable of plans (dicts, or :class:`InputRow` s from :func:`open_source`); yield one
     :class:`BatchResult` per item, in input order, whatever the item contains.
 
@@ -134,13 +134,17 @@ def check_many(plans: Iterable[Any], *, workers: int = 1, policy: str | os.PathL
     first result. With ``workers > 1`` the worker processes are started now too (before the caller starts threads
     such as a progress bar), and stopped when the iterator is exhausted or closed.
     """
-    rules = str(rules_dir) if rules_dir is not None else None
-    pol = str(policy) if policy is not None else None
-    checker = get_checker(rules, pol)
+    rules, pol, site = _paths(rules_dir, policy, site_codes)
+    checker = get_checker(rules, pol, site)
     rows = _as_rows(plans)
     if workers <= 1:
         return (process_rows([row], checker)[0] for row in rows)  # one at a time: the caller may be waiting
-    return _Parallel(rows, workers, rules, pol, chunk_rows).results()
+    return _Parallel(rows, workers, (rules, pol, site), chunk_rows).results()
+
+
+def _paths(*paths: str | os.PathLike[str] | None) -> tuple[str | None, ...]:
+    """The rules folder, policy file and site codes file as text (what worker processes are started with)."""
+    return tuple(str(path) if path is not None else None for path in paths)
 
 
 def _succeeded(future: Future[Any]) -> bool:
@@ -161,9 +165,9 @@ class _Parallel:
     chunk (a result that cannot be sent back) is isolated the same way.
     """
 
-    def __init__(self, rows: Iterator[InputRow], workers: int, rules: str | None, policy: str | None,
-                 chunk_rows: int, fmt: str | None = None):
-        self.rows, self.workers, self.rules, self.policy, self.fmt = rows, workers, rules, policy, fmt
+    def __init__(self, rows: Iterator[InputRow], workers: int, files: tuple[str | None, ...], chunk_rows: int,
+                 fmt: str | None = None):
+        self.rows, self.workers, self.files, self.fmt = rows, workers, files, fmt
         self.chunk_rows = max(1, chunk_rows)
         self.window = workers * CHUNKS_PER_WORKER
         self.pending: deque[tuple[Future[Any], list[InputRow]]] = deque()
@@ -182,7 +186,7 @@ class _Parallel:
             except (OSError, ValueError, AttributeError):
                 pass
         pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker,
-                                   initargs=(self.rules, self.policy, os.getpid()))
+                                   initargs=(*self.files, os.getpid()))
         try:  # start every worker now and surface an initializer failure here, not as error rows later
             for ready in [pool.submit(_ready) for _ in range(self.workers)]:
                 ready.result()
@@ -287,19 +291,19 @@ class _Parallel:
 
 def encoded_batches(plans: Iterable[Any], fmt: str, *, workers: int = 1,
                     policy: str | os.PathLike[str] | None = None, rules_dir: str | os.PathLike[str] | None = None,
-                    chunk_rows: int = CHUNK_ROWS) -> Iterator[tuple[bytes, Summary]]:
+                    chunk_rows: int = CHUNK_ROWS, site_codes: str | os.PathLike[str] | None = None
+                    ) -> Iterator[tuple[bytes, Summary]]:
     """:func:`check_many` for writers: yields ``(output bytes, counts)`` a chunk at a time (serialised and counted
     in the workers with several), in input order; with one worker, a row at a time unless ``plans`` is a steady
     :class:`Source` (a file or a folder). Eager like check_many."""
-    rules = str(rules_dir) if rules_dir is not None else None
-    pol = str(policy) if policy is not None else None
+    rules, pol, site = _paths(rules_dir, policy, site_codes)
     if workers <= 1:
         if getattr(plans, "steady", False):
-            return _encoded_chunks(_as_rows(plans), get_checker(rules, pol), fmt, chunk_rows)
-        results = check_many(plans, policy=pol, rules_dir=rules)
+            return _encoded_chunks(_as_rows(plans), get_checker(rules, pol, site), fmt, chunk_rows)
+        results = check_many(plans, policy=pol, rules_dir=rules, site_codes=site)
         return (_encode_results((r,), fmt) for r in results)
-    get_checker(rules, pol)  # a bad rule or policy file raises here, in the caller, before any worker starts
-    return _Parallel(_as_rows(plans), workers, rules, pol, chunk_rows, fmt).chunks()
+    get_checker(rules, pol, site)  # a bad rule, policy or site file raises here, before any worker starts
+    return _Parallel(_as_rows(plans), workers, (rules, pol, site), chunk_rows, fmt).chunks()
 
 
 def _encoded_chunks(rows: Iterator[InputRow], checker: Checker, fmt: str, size: int
@@ -323,10 +327,11 @@ def _encoded_chunks(rows: Iterator[InputRow], checker: Checker, fmt: str, size: 
 
 
 def run_batch(source: Iterable[Any], writer: Writer, *, workers: int = 1, policy: str | None = None,
-              on_rows: Callable[[int], None] | None = None) -> Summary:
+              on_rows: Callable[[int], None] | None = None, site_codes: str | None = None) -> Summary:
     """Check every row of ``source``, write the results as they come, and return the counts."""
     summary = Summary()
-    for data, counts in encoded_batches(source, writer.format, workers=workers, policy=policy):
+    for data, counts in encoded_batches(source, writer.format, workers=workers, policy=policy,
+                                        site_codes=site_codes):
         writer.write_encoded(data)
         summary.merge(counts)
         if on_rows is not None:

@@ -27,7 +27,8 @@ import click
 
 from ..batch import WRITERS, BatchInputError, Source, Summary, encoded_batches, open_source
 from ..formats.render import clean_text
-from .options import EXIT_BLOCK, EXIT_INTERNAL, EXIT_INVALID, EXIT_OK, EXIT_WARN, fail, load_checker, policy_option
+from .options import (EXIT_BLOCK, EXIT_INTERNAL, EXIT_INVALID, EXIT_OK, EXIT_WARN, fail, load_checker, policy_option,
+                      site_codes_option)
 
 if TYPE_CHECKING:  # rich is imported when a table or a progress bar is drawn: every command loads this module
     from rich.console import Console
@@ -145,8 +146,9 @@ class _ProgressReporter:
                    "by an internal error always exits 4.")
 @click.option("--quiet", "-q", is_flag=True, help="No summary table on stderr.")
 @policy_option
+@site_codes_option
 def batch(input_path: str, output: str | None, fmt: str | None, input_format: str, workers: int,
-          fail_on: str | None, quiet: bool, policy: str | None) -> None:
+          fail_on: str | None, quiet: bool, policy: str | None, site_codes: str | None) -> None:
     """Check every plan in INPUT: a JSON Lines file (one plan per line), a CSV file, a folder of plan files
     (symbolic links in it are not followed), or - for stdin. Writes one result row per input row, in input order;
     --output is created owner-only and never through a symbolic link.
@@ -162,7 +164,7 @@ def batch(input_path: str, output: str | None, fmt: str | None, input_format: st
            be written; or the run itself failed
       130  interrupted (the rows finished so far are written and counted)
     """
-    load_checker(policy)  # a bad policy file is a usage error (exit 2) before anything is read or written
+    load_checker(policy, site_codes)  # a bad policy or site codes file is a usage error (exit 2) before anything is read or written
     # The rules, catalogue and unit registry live as long as this process: keep them out of every GC pass
     # (measured: a few per cent per row with one worker; workers do the same in their initializer).
     gc.freeze()
@@ -181,7 +183,7 @@ def batch(input_path: str, output: str | None, fmt: str | None, input_format: st
         except OSError as exc:
             fail(f"{output}: cannot write: {exc.strerror or exc}")
         # workers start now, before the progress bar's thread exists (they are forked)
-        batches = encoded_batches(source, fmt, workers=workers, policy=policy)
+        batches = encoded_batches(source, fmt, workers=workers, policy=policy, site_codes=site_codes)
         summary = Summary()
         code: int | None = None
         show_progress = sys.stderr.isatty() and not quiet
