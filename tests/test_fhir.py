@@ -368,13 +368,19 @@ def test_an_unknown_coding_is_an_error_naming_the_coding() -> None:
     assert "99999-999-99" in _errors(exc) and "unknown medication coding" in _errors(exc)
 
 
-def test_a_site_code_names_a_product(tmp_path: Path) -> None:
+def _local_code_order(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
+    """A site file mapping a local formulary code to Octagam 10%, and the example order coded with it."""
     site = tmp_path / "site.yaml"
     site.write_text(yaml.safe_dump({"name": "General Hospital", "products": {"octagam-10": [
         {"system": "urn:oid:1.2.3.4.5", "values": ["LOCAL-IVIG-10"], "citation": "pharmacy formulary, item 123"}]}}))
     document = _load("dermatomyositis-bundle.json")
     _order(document)["medicationCodeableConcept"] = {"coding": [{"system": "urn:oid:1.2.3.4.5",
                                                                 "code": "LOCAL-IVIG-10"}]}
+    return site, document
+
+
+def test_a_site_code_names_a_product(tmp_path: Path) -> None:
+    site, document = _local_code_order(tmp_path)
     with pytest.raises(InvalidPlanError):
         check(document)
     report = check(document, site_codes=site)
@@ -574,12 +580,7 @@ def test_an_egfr_in_a_component_is_read() -> None:
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_batch_reads_local_codes_from_a_site_file(tmp_path: Path, workers: str) -> None:
-    site = tmp_path / "site.yaml"
-    site.write_text(yaml.safe_dump({"name": "General Hospital", "products": {"octagam-10": [
-        {"system": "urn:oid:1.2.3.4.5", "values": ["LOCAL-IVIG-10"], "citation": "pharmacy formulary, item 123"}]}}))
-    document = _load("dermatomyositis-bundle.json")
-    _order(document)["medicationCodeableConcept"] = {"coding": [{"system": "urn:oid:1.2.3.4.5",
-                                                                "code": "LOCAL-IVIG-10"}]}
+    site, document = _local_code_order(tmp_path)
     source = tmp_path / "export.ndjson"
     source.write_text((json.dumps(document) + "\n") * 3)
     command = [sys.executable, "-m", "ivig_safety", "batch", str(source), "-q", "--workers", workers]

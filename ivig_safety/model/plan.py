@@ -50,6 +50,14 @@ def _vocabulary(info: ValidationInfo, name: str) -> dict[str, str] | None:
     return getattr(vocabulary, name) if vocabulary is not None else None
 
 
+def _within_days(value: Quantity | None, bounds: tuple[float, float]) -> Quantity | None:
+    """A duration field in days (canonical minutes) within its plausibility bounds (bounds.py)."""
+    low, high = bounds
+    if value is not None and not low <= value.canonical / (24 * 60) <= high:
+        raise ValueError(f"must be {low:g} to {high:g} days, not {value}")
+    return value
+
+
 class _Model(BaseModel):
     # revalidate_instances: a Plan built with model_construct or model_copy(update=...) skipped validation; checking
     # it again on the way in is what keeps such a plan from getting a verdict.
@@ -94,10 +102,7 @@ class Patient(_Model):
     @field_validator("weight_age")
     @classmethod
     def _weight_age(cls, value: Quantity | None) -> Quantity | None:
-        low, high = WEIGHT_AGE_DAYS
-        if value is not None and not low <= value.canonical / (24 * 60) <= high:
-            raise ValueError(f"must be {low:g} to {high:g} days, not {value}")
-        return value
+        return _within_days(value, WEIGHT_AGE_DAYS)
 
     @field_validator("height")
     @classmethod
@@ -137,10 +142,7 @@ class DosePlan(_Model):
     @field_validator("since_previous_course")
     @classmethod
     def _interval(cls, value: Quantity | None) -> Quantity | None:
-        low, high = INTERVAL_DAYS
-        if value is not None and not low <= value.canonical / (24 * 60) <= high:
-            raise ValueError(f"must be {low:g} to {high:g} days, not {value}")
-        return value
+        return _within_days(value, INTERVAL_DAYS)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "DosePlan":
