@@ -589,3 +589,21 @@ def test_batch_reads_local_codes_from_a_site_file(tmp_path: Path, workers: str) 
     with_site = subprocess.run([*command, "--site-codes", str(site)], capture_output=True, text=True, timeout=120)
     assert with_site.returncode == 0, with_site.stderr
     assert [json.loads(line)["verdict"] for line in with_site.stdout.splitlines()] == ["warn"] * 3
+
+
+def test_a_medication_request_alone_reads_its_contained_chart() -> None:
+    document = _load("dermatomyositis-bundle.json")
+    order = _order(document)
+    resources = {e["resource"]["id"]: e["resource"] for e in document["entry"]}
+    patient = dict(resources["dm-patient"], id="pat")
+    weight = dict(resources["dm-weight"], id="wt", subject={"reference": "#pat"})
+    order["contained"] = [patient, weight, dict(resources["dm-diagnosis"], id="dx", subject={"reference": "#pat"})]
+    order["subject"] = {"reference": "#pat"}
+    order["reasonReference"] = [{"reference": "#dx"}]
+    mapped = plan_from_fhir(order)
+    assert mapped.plan["patient"]["weight"] == {"value": 70.0, "unit": "kg"}
+    assert mapped.plan["indication"] == "dermatomyositis" and mapped.plan["patient"]["age"] > 58
+    assert check(order).verdict == "ok"  # no immobility condition in the contained chart: at the label's limit
+    del order["contained"][1]
+    with pytest.raises(InvalidPlanError, match="no body weight"):
+        check(order)

@@ -103,6 +103,10 @@ def _document(model: Any, raw: Mapping[str, Any]) -> _Document:
     document = _Document([item])
     if model.id:
         document.by_reference[f"{kind}/{model.id}"] = item
+    # A resource sent alone may carry its chart as contained resources (a weight Observation, the Patient): read
+    # them as if they were beside it; references to them ("#weight") resolve through the container.
+    for index, contained in enumerate(getattr(model, "contained", None) or []):
+        document.resources.append(_Found(f"{kind}.contained[{index}]", contained, raw["contained"][index]))
     return document
 
 
@@ -306,7 +310,9 @@ class FhirMapper:
         subject = getattr(found.model, "subject", None)
         if patient is None or subject is None or not subject.reference:
             return True
-        return document.resolve(subject.reference) is patient or subject.reference == patient.ref
+        reference = subject.reference
+        return (document.resolve(reference) is patient or reference == patient.ref
+                or (reference.startswith("#") and reference == f"#{patient.model.id}"))
 
     def _patient_data(self, document: _Document, patient: _Found | None, order: _Found, when: dt.datetime,
                       sources: dict[str, str], errors: list[FieldError]) -> dict[str, Any]:
