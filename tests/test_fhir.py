@@ -607,3 +607,46 @@ def test_a_medication_request_alone_reads_its_contained_chart() -> None:
     del order["contained"][1]
     with pytest.raises(InvalidPlanError, match="no body weight"):
         check(order)
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**20, 10**20) | st.floats(allow_nan=False) | st.text(max_size=20)
+    | st.sampled_from(["", "final", "mL/h", "http://unitsofmeasure.org", "#pat", "Patient/dm-patient", "1e309",
+                       "2026-13-45", "mL/(kg.min)", "D69.3", "0069-6111-01"]),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=8)
+
+
+def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix]
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found += _paths(value, (*prefix, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += _paths(value, (*prefix, index))
+    return found
+
+
+@settings(max_examples=int(os.environ.get("FHIR_FUZZ_EXAMPLES", "300")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_a_mutated_bundle_gets_a_report_or_an_invalid_input_error_never_a_crash(data: st.DataObject) -> None:
+    document = _load("dermatomyositis-bundle.json")
+    for _ in range(data.draw(st.integers(1, 3))):
+        paths = [p for p in _paths(document) if p]
+        path = data.draw(st.sampled_from(paths))
+        parent = document
+        for part in path[:-1]:
+            parent = parent[part]
+        action = data.draw(st.sampled_from(["replace", "delete"]))
+        if action == "delete" and isinstance(parent, dict):
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = data.draw(_JSON_VALUES)
+    try:
+        report = check(document)
+    except InvalidPlanError as exc:
+        assert exc.errors and all(e.loc is not None and e.msg for e in exc.errors)
+    else:
+        assert report.verdict in ("ok", "warn", "block")
