@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from ivig_safety import InvalidPlanError, check, get_checker, ivig_orders, plan_from_fhir
 from ivig_safety.fhir import collect, suggested_dosage
-from ivig_safety.fhir.mapping import age_in_years
+from ivig_safety.fhir.document import age_in_years
 from ivig_safety.fhir.ucum import UcumError, ucum_to_unit
 
 from .fhir_helpers import (AUTHORED, UCUM, bundle, codable_indications, codable_risk_factors, codes_for, condition,

@@ -9,7 +9,8 @@ and :func:`collect` joins several documents (an order and its prefetched chart) 
 from __future__ import annotations
 
 from .dosage import suggested_dosage
-from .mapping import FhirMapper, FhirPlan, collect
+from .document import collect
+from .mapping import FhirMapper, FhirPlan
 from .resources import is_fhir
 
 __all__ = ["FhirMapper", "FhirPlan", "suggested_dosage", "collect", "is_fhir"]
