@@ -483,3 +483,16 @@ def test_summary_object_counts_rows() -> None:
 def test_open_source_refuses_what_it_cannot_read(tmp_path: Path) -> None:
     with pytest.raises(BatchInputError):
         open_source(tmp_path / "nope.csv")
+
+
+@pytest.mark.parametrize("depth", [65, 900, 5000])
+def test_a_line_nested_too_deep_is_an_error_row_on_every_python(tmp_path: Path, depth: int) -> None:
+    """3.11's JSON decoder gives up near 1,000 levels and 3.13's does not: the depth bound makes the answer the
+    same everywhere, and a string full of brackets is not nesting."""
+    deep = '{"id": "DEEP", "product": ' + "[" * depth + "]" * depth + "}"
+    brackets_in_text = json.dumps({"id": "TEXT", "product": "[" * 500})
+    source = tmp_path / "plans.jsonl"
+    source.write_text(deep + "\n" + brackets_in_text + "\n")
+    rows = [r for r in check_many(open_source(source))]
+    assert rows[0].verdict == "error" and "nested more than 64 levels" in str(rows[0].errors)
+    assert rows[1].verdict == "error" and "nested" not in str(rows[1].errors)  # an unknown product, not depth

@@ -22,6 +22,9 @@ WEIGHT_AGE_DAYS = (0.0, 36600.0)
 #: hostile document costs milliseconds (entries; nesting depth; nodes of the JSON tree).
 MAX_BUNDLE_ENTRIES = 2000
 MAX_FHIR_DEPTH = 40
+#: A JSON line (batch input) nested deeper than this is refused before it is decoded: the same answer on every
+#: Python version (3.11's decoder hits its recursion limit near 1,000 levels, 3.13's does not).
+MAX_JSON_DEPTH = 64
 MAX_FHIR_NODES = 200_000
 #: Infusion days in one course, and titration steps in one day.
 DAYS = (1, 31)
