@@ -7,6 +7,7 @@ batch, cli, service) add nothing clinical. May import pipeline, knowledge and mo
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import threading
@@ -118,12 +119,19 @@ class Checker:
     def _parse(self, data: Any) -> tuple[Plan, dict[str, str] | None]:
         """The Plan, and for FHIR input where each value came from."""
         if is_fhir(data):
-            mapped = self.fhir.map(data)
-            try:
-                return self._validate(mapped.plan), mapped.sources
-            except InvalidPlanError as exc:
-                raise InvalidPlanError([_in_fhir(error, mapped.sources) for error in exc.errors]) from None
+            mapped = self.map_fhir(data)
+            assert mapped.parsed is not None
+            return mapped.parsed, mapped.sources
         return self._validate(data), None
+
+    def map_fhir(self, resource: Any) -> FhirPlan:
+        """A FHIR order read and validated: the plan (dict and Plan) and where each value came from. A plan field's
+        error is named by the FHIR element it was read from."""
+        mapped = self.fhir.map(resource)
+        try:
+            return dataclasses.replace(mapped, parsed=self._validate(mapped.plan))
+        except InvalidPlanError as exc:
+            raise InvalidPlanError([_in_fhir(error, mapped.sources) for error in exc.errors]) from None
 
     def _validate(self, data: Any) -> Plan:
         if not isinstance(data, (Mapping, Plan)):
@@ -310,9 +318,10 @@ def check(plan: Any, *, policy: str | Path | None = None, rules_dir: str | Path 
 
 def plan_from_fhir(resource: Mapping[str, Any], *, policy: str | Path | None = None,
                    rules_dir: str | Path | None = None, site_codes: str | Path | None = None) -> FhirPlan:
-    """The plan a FHIR R4 order describes (``.plan``, a dict :func:`check` takes) and where each value came from
-    (``.sources``). Raises InvalidPlanError naming the FHIR element at fault."""
-    return get_checker(rules_dir, policy, site_codes).fhir.map(resource)
+    """The plan a FHIR R4 order describes: ``.parsed`` the validated :class:`Plan`, ``.plan`` the same as a dict
+    :func:`check` takes, and ``.sources`` where each value came from. Raises InvalidPlanError naming the FHIR
+    element at fault."""
+    return get_checker(rules_dir, policy, site_codes).map_fhir(resource)
 
 
 def ivig_orders(resource: Mapping[str, Any], *, policy: str | Path | None = None,

@@ -650,3 +650,19 @@ def test_a_mutated_bundle_gets_a_report_or_an_invalid_input_error_never_a_crash(
         assert exc.errors and all(e.loc is not None and e.msg for e in exc.errors)
     else:
         assert report.verdict in ("ok", "warn", "block")
+
+
+def test_plan_from_fhir_returns_the_validated_plan_with_its_sources() -> None:
+    from ivig_safety import Plan
+
+    mapped = plan_from_fhir(_load("dermatomyositis-bundle.json"))
+    assert isinstance(mapped.parsed, Plan)
+    assert mapped.parsed.patient.weight.canonical == 70 and mapped.parsed.indication == "dermatomyositis"
+    assert check(mapped.plan).findings == check(mapped.parsed).findings == check(
+        _load("dermatomyositis-bundle.json")).findings
+    bad = _load("dermatomyositis-bundle.json")
+    for entry in bad["entry"]:
+        if entry["resource"].get("id") == "dm-weight":
+            entry["resource"]["valueQuantity"]["value"] = 0.01
+    with pytest.raises(InvalidPlanError, match="Observation/dm-weight"):
+        plan_from_fhir(bad)

@@ -21,6 +21,7 @@ from ..knowledge.catalogue import Catalogue, Vocabulary
 from ..knowledge.codes import CodeIndex, system_name
 from ..knowledge.policy import Policy
 from ..model.errors import FieldError, InvalidPlanError
+from ..model.plan import Plan
 from ..model.units import Shape, UnitError, expect
 from .document import (Document, Found, Reading, age_in_years, as_datetime, build_document, codings, date_of,
                        has_an_order, read_quantity)
@@ -38,11 +39,14 @@ _ACTIVE_MEDICATION = {"active", "intended", "on-hold"}
 
 @dataclass(frozen=True)
 class FhirPlan:
-    """The plan read from a FHIR order, and for each plan field where it came from (for the report)."""
+    """The plan read from a FHIR order: ``plan`` in the input form (a dict :func:`ivig_safety.check` takes, and a
+    pharmacist can save as a YAML plan), ``parsed`` the validated :class:`Plan` (set by
+    :func:`ivig_safety.plan_from_fhir`), and for each plan field where it came from (for the report)."""
 
     plan: dict[str, Any]
     sources: dict[str, str]
     order: dict[str, Any]  # the IVIG MedicationRequest as given
+    parsed: Plan | None = None
 
 
 class FhirMapper:
