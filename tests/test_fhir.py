@@ -666,3 +666,21 @@ def test_plan_from_fhir_returns_the_validated_plan_with_its_sources() -> None:
             entry["resource"]["valueQuantity"]["value"] = 0.01
     with pytest.raises(InvalidPlanError, match="Observation/dm-weight"):
         plan_from_fhir(bad)
+
+
+def test_the_cli_reads_json_strictly_and_yaml_flow_mappings_still_as_yaml(tmp_path: Path) -> None:
+    duplicate = tmp_path / "dup.json"
+    duplicate.write_text('{"resourceType": "Bundle", "type": "collection", "type": "batch"}')
+    flow = tmp_path / "flow.yaml"
+    flow.write_text("{product: octagam-10, indication: dermatomyositis}")
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"resourceType": "Patient", "extension": ' + "[" * 3000 + "]" * 3000 + "}")
+    outcomes = {}
+    for path in (duplicate, flow, deep):
+        done = subprocess.run([sys.executable, "-m", "ivig_safety", "check", str(path)], capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 2 and "Traceback" not in done.stderr and not done.stdout
+        outcomes[path.name] = done.stderr
+    assert "duplicate key 'type'" in outcomes["dup.json"]
+    assert "patient: Field required" in outcomes["flow.yaml"]  # read as YAML: the plan is validated
+    assert "nested more than 64 levels" in outcomes["deep.json"]

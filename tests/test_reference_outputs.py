@@ -26,7 +26,7 @@ from click.testing import CliRunner
 
 from ivig_safety import Finding, InvalidPlanError, check, check_many, get_checker
 from ivig_safety.batch import MAX_LINE_BYTES, BatchResult, InputRow, Summary, process_row
-from ivig_safety.batch.rows import _too_deep
+from ivig_safety.knowledge.yamlio import too_deep as _too_deep
 from ivig_safety.cli import main
 from ivig_safety.formats.render import dumps_json, render_json
 

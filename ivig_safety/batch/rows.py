@@ -5,8 +5,6 @@
 from __future__ import annotations
 
 import csv
-import json
-import re
 from typing import Any, Iterable, Mapping, NamedTuple
 
 from ..check import Checker
@@ -16,8 +14,7 @@ from ..pipeline.facts import Facts
 from ..pipeline.findings import FindingData, finding_json
 from ..pipeline.suggest import max_rate, rate_triple
 from ..formats.csv_orders import csv_row_to_plan
-from ..knowledge.yamlio import YamlError, parse_yaml
-from ..model.bounds import MAX_JSON_DEPTH
+from ..knowledge.yamlio import YamlError, parse_json, parse_yaml
 from ..model.errors import EngineError, InvalidPlanError
 
 
@@ -70,34 +67,6 @@ class _RowError(Exception):
         self.plan_id = plan_id  # whatever id could be read, so the row can still be matched to its order
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        seen: set[str] = set()
-        duplicate = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
-        raise ValueError(f"duplicate key {duplicate!r}")
-    return result
-
-
-_JSON = json.JSONDecoder(object_pairs_hook=_unique_keys)
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
-_BRACKETS = re.compile(r"[\[\]{}]")
-
-
-def _too_deep(text: str) -> bool:
-    """Nested deeper than MAX_JSON_DEPTH. Checked before decoding so that the answer does not depend on the Python
-    version (3.11's decoder hits the recursion limit where 3.13's does not); only a line with that many brackets at
-    all is scanned, so a plan line costs two str.count calls."""
-    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
-        return False
-    depth = 0
-    for match in _BRACKETS.finditer(_JSON_STRING.sub("", text)):
-        depth += 1 if match.group() in "[{" else -1
-        if depth > MAX_JSON_DEPTH:
-            return True
-    return False
-
-
 def _text(raw: bytes, what: str) -> str:
     try:
         text = raw.decode("utf-8")
@@ -114,12 +83,9 @@ def _decode(row: InputRow) -> tuple[Any, Any]:
     kind = row.kind
     if kind == "jsonl":
         text = _text(row.payload, "line")
-        if _too_deep(text):
-            raise _RowError(f"malformed JSON: nested more than {MAX_JSON_DEPTH} levels deep (no plan or FHIR "
-                            "resource is)")
         try:
-            data = _JSON.decode(text)
-        except (ValueError, RecursionError) as exc:
+            data = parse_json(text)
+        except YamlError as exc:
             raise _RowError(f"malformed JSON: {exc}") from None
         return data, data.get("id") if isinstance(data, dict) else None
     if kind == "csv":

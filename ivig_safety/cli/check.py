@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 import click
 
 from ..formats.render import clean_text, console, render_json, render_text
-from ..knowledge.yamlio import YamlError, parse_yaml
+from ..knowledge.yamlio import JsonSyntaxError, YamlError, parse_json, parse_yaml
 from ..model.errors import EngineError, InvalidPlanError
 from .options import VERDICT_EXIT, fail, internal_error, load_checker, policy_option, site_codes_option
 
@@ -52,6 +52,11 @@ def read_document(source: str) -> Any:
     if not text.strip():
         fail(f"{source}: the file is empty")
     try:
+        if text.lstrip("\ufeff \t\r\n").startswith("{"):  # JSON (a FHIR Bundle): the C decoder, not YAML's parser
+            try:
+                return parse_json(text)
+            except JsonSyntaxError:
+                pass  # a YAML flow mapping ({product: ...}) is not JSON: read it as YAML below
         return parse_yaml(text)
     except YamlError as exc:
         fail(f"{source}: malformed YAML/JSON: {exc}")
