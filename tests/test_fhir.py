@@ -684,3 +684,24 @@ def test_the_cli_reads_json_strictly_and_yaml_flow_mappings_still_as_yaml(tmp_pa
     assert "duplicate key 'type'" in outcomes["dup.json"]
     assert "patient: Field required" in outcomes["flow.yaml"]  # read as YAML: the plan is validated
     assert "nested more than 64 levels" in outcomes["deep.json"]
+
+
+@pytest.mark.parametrize(("comparator", "value", "low"), [
+    (">", 60, False), (">=", 90, False), (">", 30, True), ("<", 15, True), ("<", 90, True)])
+def test_an_egfr_reported_as_a_bound_counts_unless_it_is_at_or_above_the_threshold(
+        comparator: str, value: int, low: bool) -> None:
+    codes = codes_for(CHECKER.codes.observations, "egfr")
+    document = _load("dermatomyositis-bundle.json")
+    document["entry"].append({"resource": observation("gfr", codes, {
+        "value": value, "comparator": comparator, "system": UCUM, "code": "mL/min/{1.73_m2}"}, subject=DM)})
+    risks = plan_from_fhir(document).plan["patient"].get("risk_factors", [])
+    assert ("renal-insufficiency" in risks) is low
+
+
+def test_an_undated_weight_is_invalid_input_not_a_fresh_weight() -> None:
+    document = _load("dermatomyositis-bundle.json")
+    for entry in document["entry"]:
+        if entry["resource"].get("id") == "dm-weight":
+            del entry["resource"]["effectiveDateTime"]
+    with pytest.raises(InvalidPlanError, match="the body weight has no date"):
+        check(document)

@@ -205,7 +205,11 @@ class FhirMapper:
         else:
             data["weight"] = read_quantity(weight.quantity, weight.path, errors)
             sources["patient.weight"] = f"{weight.shown} from {weight.found.ref}, {date_of(weight.taken)}"
-            if weight.taken is not None:
+            if weight.taken is None:  # its age cannot be checked: never read as a fresh weight
+                errors.append(FieldError(f"{weight.found.ref}.effective[x]", "the body weight has no date (effective[x] "
+                                         "or issued): how old it is cannot be told, and every dose and rate per kg "
+                                         "rests on it"))
+            else:
                 days = max((when - weight.taken).total_seconds() / 86400.0, 0.0)
                 data["weight_age"] = {"value": round(days, 3), "unit": "d"}
         height = self._latest(observations, "body-height")
@@ -256,17 +260,9 @@ class FhirMapper:
                     risks.setdefault(name, f"{found.ref} ({coding.code})")
         egfr = self._latest(observations, "egfr")
         if egfr is not None:
-            value = read_quantity(egfr.quantity, egfr.path, errors)
-            if value is not None:
-                try:
-                    rate = expect(value, Shape.VOLUME_PER_TIME, what="an eGFR")
-                except UnitError as exc:
-                    errors.append(FieldError(egfr.path, str(exc)))
-                else:
-                    threshold = self.policy["egfr_renal_threshold"]
-                    if rate.canonical < threshold.canonical:
-                        risks.setdefault("renal-insufficiency", f"eGFR {egfr.shown} from {egfr.found.ref}, "
-                                         f"{date_of(egfr.taken)}, below {threshold} (policy egfr_renal_threshold)")
+            if (reason := self._egfr_low(egfr, errors)) is not None:
+                risks.setdefault("renal-insufficiency", f"eGFR {egfr.shown} from {egfr.found.ref}, "
+                                 f"{date_of(egfr.taken)}, {reason}")
         for kind in ("MedicationStatement", "MedicationRequest"):
             for found in document.of_type(kind):
                 if found is order or not self._for_patient(document, found, patient):
@@ -281,6 +277,29 @@ class FhirMapper:
         for name, where in risks.items():
             sources[f"patient.risk_factors.{name}"] = where
         return set(risks)
+
+    def _egfr_low(self, egfr: Reading, errors: list[FieldError]) -> str | None:
+        """Why the eGFR counts as renal insufficiency, or None. Labs report ">60": a bound at or above the policy
+        threshold is not low; any other bound (">30", "<90") may be low and counts, as the safer reading."""
+        comparator = egfr.quantity.comparator
+        quantity = egfr.quantity.model_copy(update={"comparator": None}) if comparator else egfr.quantity
+        value = read_quantity(quantity, egfr.path, errors)
+        if value is None:
+            return None
+        try:
+            rate = expect(value, Shape.VOLUME_PER_TIME, what="an eGFR")
+        except UnitError as exc:
+            errors.append(FieldError(egfr.path, str(exc)))
+            return None
+        threshold = self.policy["egfr_renal_threshold"]
+        if comparator in (">", ">="):
+            if rate.canonical >= threshold.canonical:
+                return None
+            return f"a bound ({comparator}) that may be below {threshold} (policy egfr_renal_threshold)"
+        if comparator is not None or rate.canonical < threshold.canonical:
+            return f"below {threshold} (policy egfr_renal_threshold)" if comparator is None else \
+                f"a bound ({comparator}) read as below {threshold} (policy egfr_renal_threshold)"
+        return None
 
     @staticmethod
     def _active_condition(model: Any) -> bool:
