@@ -103,7 +103,7 @@ class Checker:
     def fhir(self) -> FhirMapper:
         """The FHIR mapper for this rule set, policy and site codes (built on first FHIR input)."""
         if self._fhir is None:
-            self._fhir = FhirMapper(self.catalogue, self.vocabulary, self.policy, self.codes)
+            self._fhir = FhirMapper(self.catalogue, self.policy, self.codes)
         return self._fhir
 
     def renew_engine(self) -> None:

@@ -61,8 +61,6 @@ def build_document(model: Any, raw: Mapping[str, Any]) -> Document:
                 document.by_reference[entry.fullUrl] = item
             if item.model.id:
                 document.by_reference[f"{item.model.get_resource_type()}/{item.model.id}"] = item
-                if entry.fullUrl and "/" in entry.fullUrl and not entry.fullUrl.startswith("urn:"):
-                    document.by_reference[entry.fullUrl.rstrip("/")] = item
         return document
     item = Found(kind, model, raw)
     document = Document([item])

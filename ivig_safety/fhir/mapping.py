@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..knowledge.catalogue import Catalogue, Vocabulary
+from ..knowledge.catalogue import Catalogue
 from ..knowledge.codes import CodeIndex, system_name
 from ..knowledge.policy import Policy
 from ..model.errors import FieldError, InvalidPlanError
@@ -52,8 +52,8 @@ class FhirPlan:
 class FhirMapper:
     """Maps FHIR documents onto plans with one rule set's code lists and policy. Built once per Checker."""
 
-    def __init__(self, catalogue: Catalogue, vocabulary: Vocabulary, policy: Policy, index: CodeIndex):
-        self.catalogue, self.vocabulary, self.policy, self.index = catalogue, vocabulary, policy, index
+    def __init__(self, catalogue: Catalogue, policy: Policy, index: CodeIndex):
+        self.catalogue, self.policy, self.index = catalogue, policy, index
 
     # -- the order --------------------------------------------------------------------------------------------
 

@@ -100,7 +100,7 @@ def _refuse_other_versions(data: Mapping[str, Any]) -> None:
         kind = resource.get("resourceType")
         r5 = _R5_FIELDS.get(kind, set()) & set(resource) if isinstance(kind, str) else set()
         if r5:
-            raise InvalidPlanError.single(f"{path}.{sorted(r5)[0]}" if "." in path else f"{kind}.{sorted(r5)[0]}",
+            raise InvalidPlanError.single(f"{path}.{sorted(r5)[0]}",
                                           "is FHIR R5 (R4 writes medicationCodeableConcept/medicationReference "
                                           "and reasonCode/reasonReference); ivig-safety reads FHIR R4")
 

@@ -71,8 +71,6 @@ def _render(node: Any) -> str:
         if len(children) == 2:  # "/min": a leading division
             return f"1/({_render(children[1])})"
         return _render(children[0])
-    if kind in ("main_term_paren",):  # pragma: no cover - grammar variants
-        return _render(children[0])
     if kind == "term":
         left, operator, right = children
         if str(operator) == "/" and _is_product(right):  # mL/(kg.min) reads as mL/kg/min, as people write it

@@ -119,7 +119,7 @@ def _rate(triple: Any) -> tuple[str, str, str]:
     return (_number(triple.mg_per_kg_min), _number(triple.ml_per_kg_min), _number(triple.ml_per_h))
 
 
-def _minutes(value: float) -> str:
+def format_minutes(value: float) -> str:
     """Minutes as "1 h 34 min"; a time no clock can show (infinite, NaN) as such, not an OverflowError."""
     if not isinstance(value, (int, float)) or not math.isfinite(value):
         return f"{value} min"
@@ -190,12 +190,12 @@ def render_text(report: Report, explain: dict[str, list[str]] | None = None) -> 
         table.add_column(column, justify="right")
     for n, step in enumerate(report.suggested_steps):
         last = n == len(report.suggested_steps) - 1
-        duration = _minutes(step.duration_min) + (" (until dose in)" if last else "")
+        duration = format_minutes(step.duration_min) + (" (until dose in)" if last else "")
         table.add_row(*(text(cell) for cell in (str(step.step), *_rate(step.rate), duration,
                                                 _number(step.volume_ml))))
     parts.append(table)
-    parts.append(text(f"Total infusion time for the day's dose: {_minutes(report.suggested_infusion_min)} "
-                      f"(the plan as written: {_minutes(plan.plan_infusion_min)})"))
+    parts.append(text(f"Total infusion time for the day's dose: {format_minutes(report.suggested_infusion_min)} "
+                      f"(the plan as written: {format_minutes(plan.plan_infusion_min)})"))
     d = report.dispense
     vials = ", ".join(f"{v.count} x {v.size}" for v in d.vials) or "no vial sizes on file"
     rounding = "" if d.rounding == "none" else f" (prescribed {_number(d.prescribed_dose_g)} g; {d.rounding})"

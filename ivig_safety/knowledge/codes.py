@@ -192,9 +192,13 @@ class CodeIndex:
             for name in table.get((system, key[:end]), ()):
                 if name not in names:
                     names.append(name)
-            if names and table not in (self.risk_factors, self.medications):
+            if names and not self.many_names(table):
                 break
         return tuple(names)
+
+    def many_names(self, table: Table) -> bool:
+        """Whether a code in this table may mean several names (the risk-factor and co-medication tables)."""
+        return table is self.risk_factors or table is self.medications
 
     def medication_word(self, text: str) -> str | None:
         words = f" {' '.join(re.findall(r'[a-z0-9]+', text.lower()))} "
@@ -209,13 +213,12 @@ def build_index(product_codes: dict[str, list[CodeList]], vocabulary_codes: Voca
     """Join every code list into look-up tables; a code that would name two products, two indications or two kinds
     of observation is a load error naming the file."""
     index = CodeIndex(site=site.name if site else None)
-    many = (index.risk_factors, index.medications)
 
     def add(origin: str, table: Table, name: str, codes: CodeList) -> None:
         for value in codes.values:
             key = (codes.system, normalise(codes.system, value))
             names = table.get(key, ())
-            if names and name not in names and not any(table is t for t in many):
+            if names and name not in names and not index.many_names(table):
                 raise RuleFileError(origin, name, f"{codes.system} code {value!r} already means {names[0]!r}")
             if name not in names:
                 table[key] = (*names, name)
@@ -249,12 +252,12 @@ def build_index(product_codes: dict[str, list[CodeList]], vocabulary_codes: Voca
 def check_vocabulary_codes(codes: VocabularyCodes, indications: Iterable[str], risk_factors: Iterable[str]) -> None:
     """Every name a code list maps to must be in the vocabulary (raises ValueError naming it)."""
     known_indications, known_risks = set(indications), set(risk_factors)
-    for section, names, known in (("indications", codes.indications, known_indications),
-                                  ("risk_factors", codes.risk_factors, known_risks),
-                                  ("medications", codes.medications, known_risks)):
+    for section, names, known, where in (("indications", codes.indications, known_indications, "indications"),
+                                         ("risk_factors", codes.risk_factors, known_risks, "risk_factors"),
+                                         ("medications", codes.medications, known_risks, "risk_factors")):
         for name in names:
             if name not in known:
-                raise ValueError(f"codes.{section}.{name}: not a name in vocabulary.yaml's {section.replace('medications', 'risk_factors')}")
+                raise ValueError(f"codes.{section}.{name}: not a name in vocabulary.yaml's {where}")
     for lists in (*codes.indications.values(), *codes.risk_factors.values(), *codes.observations.values(),
                   *codes.medications.values()):
         _check_ndcs(lists)

@@ -19,7 +19,7 @@ import uuid as uuidlib
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from ..formats.render import clean_text
+from ..formats.render import clean_text, format_minutes
 from ..model.errors import FieldError
 from ..model.report import Finding, Report
 from ..model.units import format_number
@@ -76,10 +76,7 @@ def clip(text: str, limit: int) -> str:
 
 
 def _minutes(value: float) -> str:
-    if not math.isfinite(value):
-        return "?"
-    hours, minutes = divmod(round(value), 60)
-    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
+    return format_minutes(value) if math.isfinite(value) else "?"
 
 
 def schedule_table(report: Report) -> str:
