@@ -13,15 +13,16 @@ import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 from ..knowledge.policy import Policy
 
 _INCH_CM = 2.54
 
 
-@dataclass(frozen=True, slots=True)
-class DosingWeight:
+class DosingWeight(NamedTuple):
+    """The weight doses are calculated on (a named tuple: one is built per plan)."""
+
     kg: float
     method: str  # what was used and why, for the report
 
@@ -122,7 +123,16 @@ class Dispense:
 
 def round_and_dispense(dose_g: float, vials: list[Vial], policy: Policy) -> Dispense:
     """Round the day's dose as the policy says (only within its tolerance), then cover it with whole vials."""
+    rounded, note = round_dose(dose_g, vials, policy)
+    return dispense(dose_g, rounded, note, vials)
+
+
+def round_dose(dose_g: float, vials: list[Vial], policy: Policy) -> tuple[float, str]:
+    """The day's dose after the policy's rounding (only within its tolerance), and how it was rounded. Apart from
+    :func:`dispense` because the rules need the dose and only a report shows the vials."""
     method = policy["dose_rounding"]
+    if method == "none":
+        return dose_g, "none"
     tolerance = policy["dose_rounding_tolerance"]
     rounded, note = dose_g, "none"
     if method == "nearest-5g":
@@ -137,8 +147,13 @@ def round_and_dispense(dose_g: float, vials: list[Vial], policy: Policy) -> Disp
             candidate = min(near, key=lambda g: (abs(g - dose_g), g))
             if abs(candidate - dose_g) <= tolerance * dose_g:
                 rounded, note = candidate, "nearest whole vial combination"
-    if note == "none" and method != "none":
+    if note == "none":
         note = f"not rounded: no {method} value within {tolerance:.0%}"
+    return rounded, note
+
+
+def dispense(dose_g: float, rounded: float, note: str, vials: list[Vial]) -> Dispense:
+    """Whole vials covering the rounded dose, the fewest that do, and what is left over."""
     if not vials:
         return Dispense(dose_g, rounded, note, [], None)
     totals, best = _reachable(vials)

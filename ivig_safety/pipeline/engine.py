@@ -41,14 +41,6 @@ _CREATE_LOCK = threading.Lock()  # ruleset creation touches the C core's global 
 _RULESET_NAMES = itertools.count()
 
 
-def _rule_name(message: str) -> str:
-    """The rule an action message is for: its one key. Rule ids are kebab-case (checked at load), so the key needs
-    no JSON unescaping and the rest of the message (a copy of the fact) need not be parsed."""
-    if not message.startswith('{"'):
-        raise EngineError(f"unexpected action message from durable_rules: {message[:80]!r}")
-    return message[2:message.index('"', 2)]
-
-
 class _Session:
     """One set of durable_rules handles, used by one thread at a time."""
 
@@ -101,7 +93,11 @@ class _Session:
             return names
         message = started[1]
         while True:
-            names.append(_rule_name(message))
+            # The rule an action message is for is its one key. Rule ids are kebab-case (checked at load), so the
+            # key needs no JSON unescaping and the rest of the message (a copy of the fact) need not be parsed.
+            if message[:2] != '{"':
+                raise EngineError(f"unexpected action message from durable_rules: {message[:80]!r}")
+            names.append(message[2:message.index('"', 2)])
             following = _dre.complete_and_start_action(handle, state)
             if not following:
                 return names
@@ -133,9 +129,14 @@ class Engine:
         self._available = threading.Condition(self._lock)
         self._idle: list[_Session] = [_Session(self._chunks)]  # compile now: a refused rule fails at load
         self._created = 1
+        self._waiting = 0  # threads waiting for a session (changed under the lock)
         self._closed = False
 
     def _checkout(self) -> _Session:
+        try:
+            return self._idle.pop()  # the common case: list.pop is atomic, no lock needed (nor taken per plan)
+        except IndexError:
+            pass
         with self._lock:
             while True:
                 if self._idle:
@@ -143,7 +144,12 @@ class Engine:
                 if self._created < self._max:
                     self._created += 1
                     break
-                self._available.wait()
+                self._waiting += 1
+                try:
+                    # a session checked in without the lock (see _checkin) may not notify: look again soon
+                    self._available.wait(timeout=0.01)
+                finally:
+                    self._waiting -= 1
         try:
             return _Session(self._chunks)
         except BaseException:
@@ -151,12 +157,16 @@ class Engine:
             raise
 
     def _checkin(self, session: _Session) -> None:
-        with self._lock:
-            if not self._closed:
-                self._idle.append(session)
-                self._available.notify()
-                return
-        session.close()  # the engine was closed while this session was out
+        self._idle.append(session)  # atomic; the lock only when a thread is waiting or the engine was closed
+        if self._waiting or self._closed:
+            with self._lock:
+                if self._closed:
+                    idle, self._idle = self._idle, []
+                else:
+                    self._available.notify()
+                    return
+            for left in idle:
+                left.close()  # the engine was closed while this session was out
 
     def _discard(self, session: _Session | None = None) -> None:
         if session is not None:

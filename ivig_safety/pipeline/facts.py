@@ -9,10 +9,11 @@ messages (in the plan's own units) and the suggestions, so what fired and what i
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from ..knowledge.fields import DIFFERENCE, FIELDS, SCALE, flag_key
+from ..knowledge.fields import DIFFERENCE, FIELDS, FLAG_PREFIXES, SCALE, flag_key
 from ..knowledge.policy import Policy
 from ..knowledge.products import DoseRegimen, Product
 from ..model.bounds import MAX_DOSE_G_PER_KG, RATE_MG_KG_MIN
@@ -20,12 +21,13 @@ from ..model.errors import InvalidPlanError
 from ..model.plan import Plan
 from ..model.rates import rate_to_mg_per_kg_min
 from ..model.units import ParsedUnit, Quantity, Shape, format_number
-from .dosing import Dispense, DosingWeight, dosing_weight, round_and_dispense
+from .dosing import Dispense, DosingWeight, dispense, dosing_weight, round_dose
 from .label import Knowledge, LabelFacts, label_facts
 
 
-@dataclass(frozen=True, slots=True)
-class StepFacts:
+class StepFacts(NamedTuple):
+    """One step of the plan in canonical units (a named tuple: one is built per step of every plan)."""
+
     index: int  # 0-based
     rate: float  # mg/kg/min
     duration_min: float | None  # as written; None for an open last step
@@ -42,7 +44,9 @@ class Facts:
     indication: str
     weight_kg: float  # the dosing weight: doses and per-kg rates are calculated on it
     dosing: DosingWeight
-    dispense: Dispense
+    dose_g: float  # the day's dose as prescribed, on the dosing weight
+    rounded_dose_g: float  # after the policy's rounding: what the rules check
+    rounding: str  # how it was rounded
     concentration: float  # mg/mL
     values: dict[str, Any]
     steps: list[StepFacts]
@@ -52,47 +56,137 @@ class Facts:
     titration_interval: float  # min
     titration_ladder: list[float]  # mg/kg/min, possibly empty
     cite: dict[str, str] = field(default_factory=dict)
+    flags: tuple[str, ...] = ()  # the plan's own flag keys (rf_, ci_, av_), also set in ``values``
     triples: dict[float, Any] = field(default_factory=dict)  # suggest.rate_triple's memo for this plan
     shown: dict[tuple[str, str], str] = field(default_factory=dict)  # findings' formatted values for this plan
+
+    _dispense: Dispense | None = None
+
+    @property
+    def dispense(self) -> Dispense:
+        """The vials for the day's dose: worked out when a report asks (a batch row shows no vials)."""
+        if self._dispense is None:
+            self._dispense = dispense(self.dose_g, self.rounded_dose_g, self.rounding, self.label.vials)
+        return self._dispense
 
     def ml_per_h(self, rate_mg_kg_min: float) -> float:
         return rate_mg_kg_min * self.weight_kg / self.concentration * 60.0
 
     def encode(self, plan: "EncodingPlan") -> dict[str, Any]:
-        """The record the engine sees: only the keys some rule reads, numbers as integer millionths."""
-        out: dict[str, Any] = {}
+        """The record the engine sees: only the keys some rule reads, numbers as integer millionths.
+
+        The keys computed from the label and policy alone are encoded once per product and indication
+        (:meth:`EncodingPlan.for_label`); per plan only the keys that read one of its own values are computed, and of
+        its flags only those it has (not one look-up per flag some rule reads)."""
+        split = plan.for_label(self.label)
+        out = split.constant.copy()
         values = self.values
         w, c = self.weight_kg, self.concentration
-        factors = {"": 1.0, "ml_per_kg_min": 1.0 / c, "ml_per_min": w / c, "mg_per_min": w, "kg": w / 1000.0}
+        factors: dict[str, float] | None = None  # per variant suffix, for this patient (computed when first needed)
         get = values.get
-        for key, base, other, variant in plan:
+        for key, base, other, variant in split.dynamic:
             value = get(base)
             if value is None:
                 continue  # an unset flag or an absent optional value: no clause on it can match
-            # the common cases of _scaled (floats, flags) inline: this loop runs over every key for every plan
+            # the common cases of _encoded (floats, flags) inline: this loop runs for every plan
             if other is not None:
                 second = get(other)
                 if second is not None:
-                    out[key] = (round(value * SCALE) if type(value) is float else _scaled(value)) \
-                        - (round(second * SCALE) if type(second) is float else _scaled(second))
+                    out[key] = (round(value * SCALE) if type(value) is float else _encoded(value)) \
+                        - (round(second * SCALE) if type(second) is float else _encoded(second))
             elif variant:
+                if factors is None:
+                    factors = {"ml_per_kg_min": 1.0 / c, "ml_per_min": w / c, "mg_per_min": w, "kg": w / 1000.0}
                 out[key] = round(value * factors[variant] * SCALE)
             elif type(value) is float:
                 out[key] = round(value * SCALE)
             elif value is True:
                 out[key] = 1
             else:
-                out[key] = _scaled(value)
+                out[key] = _encoded(value)
+        read = plan.flags
+        for key in self.flags:
+            if key in read:
+                out[key] = 1
         return out
 
 
-#: (key, base field, other field for a difference, variant suffix) for each key the rules read.
-EncodingPlan = tuple[tuple[str, str, str | None, str], ...]
+#: The facts build_facts computes for each plan; everything else in ``Facts.values`` comes from the label and the
+#: policy (label.py) and is the same for every plan of a product and indication. The per-plan flags (``rf_``,
+#: ``ci_``, ``av_``) are in ``Facts.flags``. The two sets must not meet: :meth:`EncodingPlan.for_label` relies on it.
+PLAN_FIELDS = frozenset({
+    "weight", "dosing_weight", "days", "steps", "dose_per_day", "dose_per_course", "daily_volume",
+    "daily_volume_per_kg", "at_risk_rate", "peak_rate", "first_rate", "time_at_initial", "infusion_time",
+    "daily_dose_vs_ceiling", "course_dose_vs_ceiling", "age", "blood_group_non_o", "weight_age",
+    "since_previous_course", "course_dose_ratio", "course_dose_ratio_low", "daily_dose_ratio", "short_course"})
+_PLAN_FLAG_PREFIXES = tuple(FLAG_PREFIXES[name] for name in ("risk_factor", "contraindicated", "avoided"))
+
+Entry = tuple[str, str, "str | None", str]  # (key, base field, other field for a difference, variant suffix)
+
+
+@dataclass(frozen=True, slots=True)
+class LabelEncoding:
+    """An encoding plan split for one product and indication: the keys fixed by the label (already encoded) and
+    the entries to compute per plan."""
+
+    constant: dict[str, Any]
+    dynamic: tuple[Entry, ...]
+
+
+class EncodingPlan:
+    """How each key some rule reads is computed from the facts, worked out once per rule set; compared by identity
+    (it keys the per-label split cached on each LabelFacts)."""
+
+    __slots__ = ("entries", "flags", "__weakref__")
+
+    def __init__(self, entries: tuple[Entry, ...]):
+        self.entries = entries
+        #: the per-plan flags some rule reads (rf_, ci_, av_): set from the plan's own flags, not looked up one by one
+        self.flags = frozenset(key for key, base, other, variant in entries
+                               if other is None and not variant and key.startswith(_PLAN_FLAG_PREFIXES))
+
+    def __iter__(self) -> Any:
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def for_label(self, label: LabelFacts) -> LabelEncoding:
+        split = label.encodings.get(self)
+        if split is None:
+            split = label.encodings[self] = self._split(label)
+        return split
+
+    def _split(self, label: LabelFacts) -> LabelEncoding:
+        clash = PLAN_FIELDS.intersection(label.values) | {k for k in label.values if k.startswith(_PLAN_FLAG_PREFIXES)}
+        if clash:  # a label value would shadow (or be shadowed by) a plan's own: the split would be wrong
+            raise AssertionError(f"label facts use per-plan names: {sorted(clash)}")
+        constant: dict[str, Any] = {}
+        dynamic: list[Entry] = []
+        for entry in self.entries:
+            key, base, other, variant = entry
+            if key in self.flags:
+                continue
+            if base in PLAN_FIELDS or other in PLAN_FIELDS or variant:
+                label_sides = [name for name in (base, other) if name is not None and name not in PLAN_FIELDS]
+                if all(name in label.values for name in label_sides):  # else never set for this label: no key
+                    dynamic.append(entry)
+                continue
+            value = label.values.get(base)
+            if value is None:
+                continue
+            if other is not None:
+                second = label.values.get(other)
+                if second is not None:
+                    constant[key] = _encoded(value) - _encoded(second)
+            else:
+                constant[key] = _encoded(value)
+        return LabelEncoding(constant, tuple(dynamic))
 
 
 def encoding_plan(keys: frozenset[str]) -> EncodingPlan:
     """Work out once, per rule set, how each engine key is computed from the facts."""
-    plan: list[tuple[str, str, str | None, str]] = []
+    plan: list[Entry] = []
     for key in sorted(keys):
         if DIFFERENCE in key:
             left, right = key.split(DIFFERENCE)
@@ -102,10 +196,11 @@ def encoding_plan(keys: frozenset[str]) -> EncodingPlan:
         else:
             base, _, variant = key.partition("__")
             plan.append((key, base, None, variant))
-    return tuple(plan)
+    return EncodingPlan(tuple(plan))
 
 
-def _scaled(value: Any) -> Any:
+def _encoded(value: Any) -> Any:
+    """A fact value as the engine sees it: numbers in integer millionths, flags as 0 or 1, text as it is."""
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, float):
@@ -143,8 +238,9 @@ def build_facts(plan: Plan, product: Product, policy: Policy, knowledge: Knowled
         field_name = "per_course" if dose.per_course is not None else "per_day"
         raise InvalidPlanError.single(f"dose.{field_name}",
                                       f"{written} is not a possible dose for {format_number(weight)} kg")
-    dispense = round_and_dispense(per_day * weight, label.vials, policy)
-    per_day = dispense.rounded_dose_g / weight
+    dose_g = per_day * weight
+    rounded_g, rounding = round_dose(dose_g, label.vials, policy)
+    per_day = rounded_g / weight
     course = per_day * days
     daily_volume = per_day * weight * 1000.0 / concentration
 
@@ -192,20 +288,22 @@ def build_facts(plan: Plan, product: Product, policy: Policy, knowledge: Knowled
         values["course_dose_ratio_low"] = course / values["label_min_dose_per_course"]
         values["daily_dose_ratio"] = per_day / values["label_max_dose_per_day"]
         values["short_course"] = _short_course(label.regimens, per_day, days, policy)
-    for name in risk:
-        values[flag_key("risk_factor", name)] = True
-    for name in _contraindicated(product, knowledge) & risk:
-        values[flag_key("contraindicated", name)] = True
-    for statement in product.avoid:
-        if statement.risk_factor in risk:
-            values[flag_key("avoided", statement.risk_factor)] = True
+    flags = [_flag("risk_factor", name) for name in risk]
+    flags += [_flag("contraindicated", name) for name in _contraindicated(product, knowledge) & risk]
+    flags += [_flag("avoided", s.risk_factor) for s in product.avoid if s.risk_factor in risk]
+    values.update(dict.fromkeys(flags, True))
 
     return Facts(
         plan=plan, product=product, label=label, indication=plan.indication,
-        weight_kg=weight, dosing=dosing, dispense=dispense, concentration=concentration, values=values, steps=steps,
+        weight_kg=weight, dosing=dosing, dose_g=dose_g, rounded_dose_g=rounded_g, rounding=rounding,
+        concentration=concentration, values=values, steps=steps,
         risk_factors=frozenset(risk), derived_risk_factors=frozenset(derived), initial_hold=label.initial_hold,
         titration_interval=label.titration_interval, titration_ladder=label.titration_ladder, cite=label.cite,
+        flags=tuple(flags),
     )
+
+
+_flag = lru_cache(maxsize=1024)(flag_key)  # a flag's key per (prefix, name): the names come from the vocabulary
 
 
 def _short_course(regimens: list[DoseRegimen], per_day: float, days: int, policy: Policy) -> bool:

@@ -62,6 +62,7 @@ class LabelFacts:
     cite: dict[str, str]
     findings: dict[str, Any] = field(default_factory=dict)  # rendered static findings (findings.build_finding)
     citations: dict[str, str] = field(default_factory=dict)  # filled citation per rule id (findings.py)
+    encodings: dict[Any, Any] = field(default_factory=dict)  # the engine keys fixed by this label (facts.py)
 
 
 def label_facts(product: Product, indication: str, policy: Policy, knowledge: Knowledge) -> LabelFacts:
