@@ -61,7 +61,7 @@ class LabelFacts:
     vials: list[Vial]
     cite: dict[str, str]
     findings: dict[str, Any] = field(default_factory=dict)  # rendered static findings (findings.build_finding)
-    citations: dict[str, str] = field(default_factory=dict)  # filled citation per rule id (findings.py)
+    templates: dict[tuple[str, str], Any] = field(default_factory=dict)  # rule templates filled for it (findings.py)
     encodings: dict[Any, Any] = field(default_factory=dict)  # the engine keys fixed by this label (facts.py)
 
 
