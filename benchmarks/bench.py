@@ -177,7 +177,7 @@ def stage_breakdown(path: Path, checker: Checker) -> tuple[int, dict[str, float]
     from time import perf_counter_ns as now
 
     from ivig_safety.batch.rows import CHECKED_TOGETHER, _decode, _echo, _RowError, process_rows
-    from ivig_safety.batch.summary import Summary, tally
+    from ivig_safety.batch.summary import Summary
     from ivig_safety.batch.writers import ENCODERS, _encode_results, encode_row
     from ivig_safety.check import _SEVERITY_ORDER
     from ivig_safety.model.report import verdict_of
@@ -250,8 +250,7 @@ def stage_breakdown(path: Path, checker: Checker) -> tuple[int, dict[str, float]
             devnull.write(data)
             middle = now()
             spent["writing"] += middle - started
-            for _, result in written:
-                summary.add_tally(tally(result))
+            summary.add_all([result for _, result in written])
             spent["summary"] += now() - middle
             if chunks % 10 == 1:  # the stages are the real path: the same bytes as batch writes for these rows
                 checking = time.process_time()

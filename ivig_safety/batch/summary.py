@@ -43,6 +43,20 @@ class Summary:
         if rules:
             self.rules.update(rules)
 
+    def add_all(self, results: list[BatchResult]) -> None:
+        """:meth:`add` for each of a chunk's rows, the kinds and rules counted in one update over the chunk (a
+        Counter counts a list in C; an update per row cost a microsecond or two)."""
+        kinds: list[str] = []
+        rules: list[str] = []
+        for result in results:
+            kinds += result.kinds
+            rules += dict.fromkeys(f["rule"] for f in result.findings)
+        self.rows += len(results)
+        self.verdicts.update([result.verdict for result in results])
+        self.internal += sum(1 for result in results if result.internal)
+        self.kinds.update(kinds)
+        self.rules.update(rules)
+
     def merge(self, other: "Summary") -> None:
         """Add the counts of another summary (a chunk's, counted in the worker that checked it)."""
         self.rows += other.rows

@@ -10,7 +10,7 @@ from typing import Any, BinaryIO, Callable, Iterable
 
 from ..formats.render import clean_text, dumps_json
 from .rows import BatchResult, _describe, _internal
-from .summary import Summary, tally
+from .summary import Summary
 
 OUTPUT_FIELDS = ("line", "id", "verdict", "kinds", "max_mg_per_kg_min", "max_ml_per_h", "findings", "errors")
 CSV_OUTPUT_FIELDS = ("line", "id", "verdict", "kinds", "max_mg_per_kg_min", "max_ml_per_h", "messages", "errors")
@@ -40,12 +40,13 @@ def _encode_results(results: Iterable[BatchResult], fmt: str) -> tuple[bytes, Su
     row's tally, a fifth of its work; a chunk's counts are now added up in the worker that checked it."""
     encode = ENCODERS[fmt]
     parts: list[bytes] = []
-    summary = Summary()
-    add = summary.add_tally
+    counted: list[BatchResult] = []
     for result in results:
         data, written = encode_row(result, encode)
         parts.append(data)
-        add(tally(written))
+        counted.append(written)
+    summary = Summary()
+    summary.add_all(counted)
     return b"".join(parts), summary
 
 
@@ -63,7 +64,10 @@ def _cell(text: str) -> str:
 def encode_jsonl(result: BatchResult) -> bytes:
     """One JSON Lines row (OUTPUT_FIELDS): control and bidi characters escaped, integers beyond 64 bits written
     (:func:`render.dumps_json`)."""
-    return dumps_json(result.to_dict()) + b"\n"
+    # BatchResult.to_dict, with the tuples left as they are: orjson writes a tuple as an array, as it does a list
+    return dumps_json({"line": result.line, "id": result.id, "verdict": result.verdict, "kinds": result.kinds,
+                       "max_mg_per_kg_min": result.max_mg_per_kg_min, "max_ml_per_h": result.max_ml_per_h,
+                       "findings": result.findings, "errors": result.errors}) + b"\n"
 
 
 def _csv_line(cells: Iterable[Any]) -> bytes:
