@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from ..knowledge.fields import DIFFERENCE, FIELDS, FLAG_PREFIXES, SCALE, flag_key
 from ..knowledge.policy import Policy
@@ -25,8 +25,10 @@ from .dosing import Dispense, DosingWeight, dispense, dosing_weight, round_dose
 from .label import Knowledge, LabelFacts, label_facts
 
 
-class StepFacts(NamedTuple):
-    """One step of the plan in canonical units (a named tuple: one is built per step of every plan)."""
+@dataclass(slots=True)
+class StepFacts:
+    """One step of the plan in canonical units. (Not frozen: a frozen dataclass sets each field through
+    object.__setattr__, and one is built per step of every plan. Nothing changes it once built.)"""
 
     index: int  # 0-based
     rate: float  # mg/kg/min
