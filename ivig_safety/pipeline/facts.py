@@ -86,6 +86,10 @@ class Facts:
         w, c = self.weight_kg, self.concentration
         factors: dict[str, float] | None = None  # per variant suffix, for this patient (computed when first needed)
         get = values.get
+        for key, base, subtrahend in split.minus_label:
+            value = get(base)
+            if value is not None:
+                out[key] = (round(value * SCALE) if type(value) is float else _encoded(value)) - subtrahend
         for key, base, other, variant in split.dynamic:
             value = get(base)
             if value is None:
@@ -132,7 +136,8 @@ class LabelEncoding:
     the entries to compute per plan."""
 
     constant: dict[str, Any]
-    dynamic: tuple[Entry, ...]
+    minus_label: tuple[tuple[str, str, int], ...]  # (key, plan field, the label field's value encoded)
+    dynamic: tuple[Entry, ...]  # the rest
 
 
 class EncodingPlan:
@@ -164,6 +169,7 @@ class EncodingPlan:
         if clash:  # a label value would shadow (or be shadowed by) a plan's own: the split would be wrong
             raise AssertionError(f"label facts use per-plan names: {sorted(clash)}")
         constant: dict[str, Any] = {}
+        minus_label: list[tuple[str, str, int]] = []
         dynamic: list[Entry] = []
         for entry in self.entries:
             key, base, other, variant = entry
@@ -171,7 +177,12 @@ class EncodingPlan:
                 continue
             if base in PLAN_FIELDS or other in PLAN_FIELDS or variant:
                 label_sides = [name for name in (base, other) if name is not None and name not in PLAN_FIELDS]
-                if all(name in label.values for name in label_sides):  # else never set for this label: no key
+                if not all(name in label.values for name in label_sides):
+                    continue  # never set for this label: no key
+                if other is not None and base in PLAN_FIELDS and other not in PLAN_FIELDS \
+                        and isinstance(_encoded(label.values[other]), int):
+                    minus_label.append((key, base, _encoded(label.values[other])))  # a plan value minus the label's
+                else:
                     dynamic.append(entry)
                 continue
             value = label.values.get(base)
@@ -183,7 +194,7 @@ class EncodingPlan:
                     constant[key] = _encoded(value) - _encoded(second)
             else:
                 constant[key] = _encoded(value)
-        return LabelEncoding(constant, tuple(dynamic))
+        return LabelEncoding(constant, tuple(minus_label), tuple(dynamic))
 
 
 def encoding_plan(keys: frozenset[str]) -> EncodingPlan:
