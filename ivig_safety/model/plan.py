@@ -119,7 +119,9 @@ class Patient(_Model):
     height: Height | None = None
     age: Annotated[float, Field(ge=AGE_YEARS[0], le=AGE_YEARS[1], allow_inf_nan=False,
                                 description="age in years")] | None = None
-    risk_factors: list[str] = []
+    # A factory, not ``= []``: pydantic deep-copies an unhashable default for every plan that leaves the field out
+    # (copy.deepcopy, about 0.6 us); list() gives the same fresh empty list. The schema still says "default": [].
+    risk_factors: list[str] = Field(default_factory=list, json_schema_extra={"default": []})
     sex: Literal["female", "male"] | None = Field(default=None, description="for ideal body weight (Devine)")
     pregnant: bool | None = None
     blood_group: Annotated[str, Field(pattern=r"^(O|A|B|AB)[+-]?$")] | None = Field(
@@ -128,6 +130,8 @@ class Patient(_Model):
     @field_validator("age", mode="before")
     @classmethod
     def _age(cls, value: Any) -> Any:
+        if type(value) is int or type(value) is float:  # the usual case; bool is neither, and refused below
+            return value
         if isinstance(value, bool):
             raise ValueError("age must be a number of years")
         if isinstance(value, (str, dict)):
@@ -140,6 +144,8 @@ class Patient(_Model):
     @field_validator("risk_factors", mode="before")
     @classmethod
     def _risk_list(cls, value: Any) -> Any:
+        if type(value) is list:  # the usual case
+            return value
         if value is None:
             return []
         if isinstance(value, str):
@@ -149,12 +155,12 @@ class Patient(_Model):
     @field_validator("risk_factors")
     @classmethod
     def _known_risks(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        unique = set(value)
         known = _vocabulary(info, "risk_factors")
-        if known is not None:
+        if known is not None and not known.keys() >= unique:  # one set comparison when every one is known
             unknown = [v for v in value if v not in known]
-            if unknown:
-                raise ValueError(f"unknown risk factor {', '.join(map(repr, unknown))}; valid: {', '.join(known)}")
-        return sorted(set(value))
+            raise ValueError(f"unknown risk factor {', '.join(map(repr, unknown))}; valid: {', '.join(known)}")
+        return sorted(unique)
 
 
 class DosePlan(_Model):
@@ -166,12 +172,14 @@ class DosePlan(_Model):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "DosePlan":
-        if (self.per_course is None) == (self.per_day is None):
+        per_course, per_day = self.per_course, self.per_day
+        if (per_course is None) == (per_day is None):
             raise ValueError("give exactly one of per_course and per_day")
-        for name in ("per_course", "per_day"):
-            dose = getattr(self, name)
-            if dose is not None and dose.magnitude <= 0:
-                raise ValueError(f"{name} must be positive")
+        if per_course is not None:
+            if per_course.magnitude <= 0:
+                raise ValueError("per_course must be positive")
+        elif per_day is not None and per_day.magnitude <= 0:
+            raise ValueError("per_day must be positive")
         return self
 
 
@@ -193,6 +201,8 @@ class Plan(_Model):
     @field_validator("id", mode="before")
     @classmethod
     def _id(cls, value: Any) -> Any:
+        if type(value) is str and len(value) <= MAX_ID_CHARS:  # the usual case
+            return value
         if isinstance(value, bool) or not isinstance(value, (str, int, type(None))):
             raise ValueError("an order id is text or a whole number")
         if isinstance(value, int) and abs(value) > MAX_ID_INT:
@@ -224,7 +234,7 @@ class Plan(_Model):
     @field_validator("steps")
     @classmethod
     def _durations(cls, steps: list[Step]) -> list[Step]:
-        for index, step in enumerate(steps[:-1]):
-            if step.duration is None:
+        for index in range(len(steps) - 1):
+            if steps[index].duration is None:
                 raise ValueError(f"step {index + 1} needs a duration: only the last step may run until the dose is in")
         return steps
