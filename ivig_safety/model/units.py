@@ -38,6 +38,8 @@ import pint
 MAX_UNIT_CHARS = 40
 #: Longest quantity text accepted (number, spaces and unit); refused before parsing or caching.
 MAX_QUANTITY_CHARS = 80
+#: Distinct quantity texts each plan field keeps validated (quantity_validator); an order file uses a few hundred.
+FIELD_CACHE_SIZE = 4096
 #: Largest magnitude, and largest value in the canonical unit, any quantity may have. Far beyond anything real
 #: (the plan model sets the plausible range per field), and small enough that the engine's integer millionths
 #: (fields.SCALE) and every later product of two quantities stay finite and within 64 bits.
@@ -402,19 +404,28 @@ def quantity_validator(*shapes: Shape, what: str, check: Callable[[Quantity], Qu
     vouched for by nobody: it still goes through pydantic's dataclass validation (``handler``) between the shape and
     the bounds, exactly as before.
 
-    Text that passes is cached with the result of ``check`` (one cache lookup per field). Text that fails either
-    check is not cached (lru_cache keeps no exceptions) and is refused with the same message every time; text longer
-    than MAX_QUANTITY_CHARS never becomes a key. Errors are those of expect() and of ``check``, raised in this order,
-    so pydantic reports them as before: a value_error at the field, with the field's input."""
+    Text that passes is cached with the result of ``check``: one dict lookup per field. A plain dict rather than
+    lru_cache, whose hit moves the entry in its recency list (about 0.07 us more a field, 0.5 us a plan); when it
+    holds FIELD_CACHE_SIZE texts it is emptied and fills again with the texts in use. Text that fails either check
+    raises before it is stored, and is refused with the same message every time; text longer than
+    MAX_QUANTITY_CHARS is never looked up or stored. Every entry is a frozen Quantity that is right for its key, so
+    threads sharing the cache can at worst store one twice. Errors are those of expect() and of ``check``, raised in
+    this order, so pydantic reports them as before: a value_error at the field, with the field's input."""
     def validate(value: Any) -> Quantity:
         quantity = expect(value, *shapes, what=what)
         return check(quantity) if check is not None else quantity
 
-    cached = lru_cache(maxsize=4096)(validate)
+    cache: dict[str, Quantity] = {}
 
     def validate_field(value: Any, handler: Callable[[Any], Any]) -> Quantity:
         if type(value) is str and len(value) <= MAX_QUANTITY_CHARS:
-            return cached(value)
+            quantity = cache.get(value)
+            if quantity is None:
+                quantity = validate(value)
+                if len(cache) >= FIELD_CACHE_SIZE:
+                    cache.clear()
+                cache[value] = quantity
+            return quantity
         if isinstance(value, Quantity):
             quantity = handler(expect(value, *shapes, what=what))
             return check(quantity) if check is not None else quantity
