@@ -244,6 +244,36 @@ def test_very_long_quantity_strings_are_refused_before_the_cache() -> None:
     assert units._parse_text.cache_info().currsize == before
 
 
+def test_a_plan_field_cache_keeps_only_passing_text_and_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """quantity_validator's per-field cache: text that fails the unit or the field's bounds is never stored (the same
+    refusal every time), text that passes gives the same quantity from the cache as without it, and a full cache is
+    emptied rather than grown."""
+    monkeypatch.setattr(units, "FIELD_CACHE_SIZE", 3)
+    seen: list[str] = []
+
+    def check_bounds(quantity: units.Quantity) -> units.Quantity:
+        seen.append(str(quantity))
+        if quantity.canonical > 100:
+            raise ValueError(f"{quantity} is too heavy")
+        return quantity
+
+    validate = units.quantity_validator(units.Shape.MASS, what="a mass", check=check_bounds)
+    for _ in range(2):
+        with pytest.raises(ValueError) as first:
+            validate("200 kg", None)
+        with pytest.raises(UnitError, match="must be mass"):
+            validate("70 mL", None)
+    assert "too heavy" in str(first.value) and seen.count("200 kg") == 2  # checked again: nothing was stored
+    for text in [f"{n} kg" for n in range(1, 11)] * 2:  # more texts than the cache holds: emptied, refilled
+        assert validate(text, None) == parse_quantity(text)
+    for lap in range(6):  # two texts fit: once both are in (two rounds at most), they are not checked again
+        if lap == 3:
+            seen.clear()
+        assert [validate(text, None) for text in ("1 kg", "2 kg")] == [parse_quantity("1 kg"), parse_quantity("2 kg")]
+    assert seen == []
+    assert validate("2 kg", None) is validate("2 kg", None)
+
+
 # ------------------------------------------------------------------------------------- 2. pint's unit cache
 
 MARKER_PICKLE = """

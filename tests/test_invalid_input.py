@@ -111,3 +111,36 @@ def test_a_plan_object_that_skipped_validation_is_checked_again(checker) -> None
     with pytest.raises(InvalidPlanError, match="unknown product"):
         check(constructed)
     assert check(parsed).verdict == "ok"  # a validated plan object is accepted as it is
+
+
+def test_a_quantity_object_is_validated_field_by_field(checker) -> None:
+    """A quantity read from text is built by the unit parser and returned as it is; a Quantity *object* in the input
+    (a Python caller, model_copy) was built by nobody the model trusts, so its fields are still validated as pydantic
+    validates a dataclass, between the unit's shape and the field's bounds (units.quantity_validator)."""
+    parsed = checker.parse(plan())
+    weight = parsed.patient.weight
+    quantity = type(weight)
+
+    def weighing(value: object) -> object:
+        return parsed.model_copy(update={"patient": parsed.patient.model_copy(update={"weight": value})})
+
+    with pytest.raises(InvalidPlanError) as info:
+        checker.parse(weighing(quantity("heavy", weight.unit)))
+    assert [(e.loc, e.msg) for e in info.value.errors] == [
+        ("patient.weight.magnitude", "Input should be a valid number, unable to parse string as a number")]
+    with pytest.raises(InvalidPlanError, match="not a human weight"):
+        checker.parse(weighing(quantity(700.0, weight.unit)))
+    with pytest.raises(InvalidPlanError, match="not a human weight"):
+        checker.parse(weighing(quantity(math.nan, weight.unit)))
+    assert checker.parse(weighing(quantity("70", weight.unit))).patient.weight.magnitude == 70.0  # as pydantic reads it
+
+
+def test_a_left_out_risk_factor_list_is_a_fresh_list(checker) -> None:
+    """risk_factors defaults through a factory (no deep copy per plan): still an empty list of each plan's own, not
+    counted as set, and still "default": [] in the schema."""
+    bare = plan()
+    bare["patient"].pop("risk_factors", None)
+    one, two = checker.parse(bare), checker.parse(bare)
+    assert one.patient.risk_factors == [] and one.patient.risk_factors is not two.patient.risk_factors
+    assert "risk_factors" not in one.patient.model_fields_set
+    assert type(one).model_json_schema()["$defs"]["Patient"]["properties"]["risk_factors"]["default"] == []
