@@ -33,15 +33,16 @@ _AS_TEXT = PlainSerializer(str, return_type=str)
 _RATE_SHAPES = tuple(sorted(RATE_SHAPES, key=lambda s: s.value))
 
 
-def _quantity(what: str, example: str, *shapes: Shape, check: Callable[[Quantity], Quantity] | None = None) -> Any:
-    """A Quantity field that accepts ``shapes`` and then passes ``check`` (the field's plausibility bounds).
+def _quantity(what: str, *shapes: Shape, check: Callable[[Quantity], Quantity] | None = None) -> WrapValidator:
+    """The validator of a Quantity field that accepts ``shapes`` and then passes ``check`` (the field's
+    plausibility bounds).
 
     The bounds are checked inside the field's one cached validator (units.quantity_validator), not in an after
     validator of their own: one call per quantity field instead of two, and a quantity text seen before costs one
     cache lookup. The messages and the order (unit and shape first, then the bounds) are those of the separate
-    validators this replaced."""
-    return Annotated[Quantity, WrapValidator(quantity_validator(*shapes, what=what, check=check)), _AS_TEXT,
-                     _schema(what, example)]
+    validators this replaced. (The field types below spell out ``Annotated[Quantity, ...]`` so that type checkers
+    see a Quantity.)"""
+    return WrapValidator(quantity_validator(*shapes, what=what, check=check))
 
 
 def _within_days(value: Quantity, bounds: tuple[float, float]) -> Quantity:
@@ -88,14 +89,21 @@ def _step_duration(value: Quantity) -> Quantity:
 
 
 #: A dose has no bounds of its own here: DosePlan checks it is positive, the rules judge the amount.
-Dose = _quantity("a dose per kg or a mass", "2 g/kg", Shape.MASS_PER_MASS, Shape.MASS)
+Dose = Annotated[Quantity, _quantity("a dose per kg or a mass", Shape.MASS_PER_MASS, Shape.MASS), _AS_TEXT,
+                 _schema("a dose per kg or a mass", "2 g/kg")]
 #: Quantity fields with plausibility bounds (bounds.py).
-Weight = _quantity("a mass", "70 kg", Shape.MASS, check=_human_weight)
-Height = _quantity("a length", "170 cm", Shape.LENGTH, check=_human_height)
-WeightAge = _quantity("a duration", "30 min", Shape.TIME, check=_weight_age)
-Interval = _quantity("a duration", "30 min", Shape.TIME, check=_interval)
-StepRate = _quantity("an infusion rate", "0.04 mL/kg/min", *_RATE_SHAPES, check=_positive_rate)
-StepDuration = _quantity("a duration", "30 min", Shape.TIME, check=_step_duration)
+Weight = Annotated[Quantity, _quantity("a mass", Shape.MASS, check=_human_weight), _AS_TEXT,
+                   _schema("a mass", "70 kg")]
+Height = Annotated[Quantity, _quantity("a length", Shape.LENGTH, check=_human_height), _AS_TEXT,
+                   _schema("a length", "170 cm")]
+WeightAge = Annotated[Quantity, _quantity("a duration", Shape.TIME, check=_weight_age), _AS_TEXT,
+                      _schema("a duration", "30 min")]
+Interval = Annotated[Quantity, _quantity("a duration", Shape.TIME, check=_interval), _AS_TEXT,
+                     _schema("a duration", "30 min")]
+StepRate = Annotated[Quantity, _quantity("an infusion rate", *_RATE_SHAPES, check=_positive_rate), _AS_TEXT,
+                     _schema("an infusion rate", "0.04 mL/kg/min")]
+StepDuration = Annotated[Quantity, _quantity("a duration", Shape.TIME, check=_step_duration), _AS_TEXT,
+                         _schema("a duration", "30 min")]
 
 
 class _Model(BaseModel):

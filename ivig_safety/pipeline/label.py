@@ -202,10 +202,10 @@ def _citations(product: Product, entry: IndicationEntry, regimens: list[DoseRegi
             cite[f"contraindication:{vocab.contraindicates}"] = f"{vocab.citation}; {_cited(product, own)}"
     for excipient in product.excipient_list:
         cite[f"excipient:{excipient.name}"] = _cited(product, excipient)
-    for statement in product.contraindication_list:
-        cite[f"contraindication:{statement.risk_factor}"] = _cited(product, statement)
-    for statement in product.avoid:
-        cite[f"avoid:{statement.risk_factor}"] = _cited(product, statement)
+    for contraindication in product.contraindication_list:
+        cite[f"contraindication:{contraindication.risk_factor}"] = _cited(product, contraindication)
+    for avoided in product.avoid:
+        cite[f"avoid:{avoided.risk_factor}"] = _cited(product, avoided)
     for reason in product.minimum_rate_also_for:
         cite[f"minimum_rate_also_for:{reason.reason}"] = _cited(product, reason)
     for key, text in policy.provenance.items():
