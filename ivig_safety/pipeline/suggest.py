@@ -69,7 +69,8 @@ def _new_triple(facts: Facts, rate_mg_kg_min: float, resolution: float) -> RateT
 
 def _tidy(value: float) -> float:
     """Drop float noise (0.04000000000000001) where that does not round up past the value itself."""
-    tidy = float(f"{value:.10g}")
+    # "%.10g" % value is the text f"{value:.10g}" gives (both PyOS_double_to_string 'g', 10 digits), a little faster
+    tidy = float("%.10g" % value)
     return tidy if tidy <= value else value
 
 
@@ -103,24 +104,29 @@ def suggest(facts: Facts, fired: list[Rule], policy: Policy) -> Suggestion:
 
 
 def _rungs(facts: Facts, cap: float, policy: Policy) -> list[tuple[float, float]]:
-    """(rate mg/kg/min, minutes) pairs; the last rung's minutes are ignored (it runs until the dose is in)."""
+    """(rate mg/kg/min, minutes) pairs; the last rung's minutes are ignored (it runs until the dose is in).
+
+    Rates are compared as :func:`exceeds` does (integer millionths of mg/kg/min), each figure scaled once."""
     initial = float(facts.values["initial_rate"])
-    hold = facts.initial_hold
-    interval = facts.titration_interval
-    if not exceeds(cap, initial):
+    cap_m = round(cap * SCALE)
+    initial_m = round(initial * SCALE)
+    if cap_m <= initial_m:
         return [(cap, math.inf)]
-    rates: list[float] = []
+    rates: list[float]
     if facts.titration_ladder:
-        rates = [r for r in facts.titration_ladder if exceeds(cap, r)]
-        if not rates or exceeds(rates[0], initial) or exceeds(initial, rates[0]):
-            rates = [initial] + [r for r in rates if exceeds(r, initial)]
+        rates = [r for r in facts.titration_ladder if cap_m > round(r * SCALE)]
+        if not rates or round(rates[0] * SCALE) != initial_m:
+            rates = [initial] + [r for r in rates if round(r * SCALE) > initial_m]
     else:
         factor = float(policy["titration_factor_when_label_silent"])
+        rates = []
         rate = initial
-        while exceeds(cap, rate):
+        while cap_m > round(rate * SCALE):
             rates.append(rate)
             rate *= factor
-    rungs = [(rate, hold if n == 0 else interval) for n, rate in enumerate(rates)]
+    interval = facts.titration_interval
+    rungs = [(rate, interval) for rate in rates]
+    rungs[0] = (rates[0], facts.initial_hold)  # rates is never empty: the cap exceeds the initial rate
     rungs.append((cap, math.inf))
     return rungs
 
