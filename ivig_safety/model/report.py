@@ -25,6 +25,11 @@ class RateTriple(_Model):
     ml_per_kg_min: float = Field(alias="mL/kg/min", serialization_alias="mL/kg/min")
     ml_per_h: float = Field(alias="mL/h", serialization_alias="mL/h")
 
+    def as_json(self) -> dict[str, float]:
+        """``model_dump(mode="json")``, written out: a batch row dumps a triple per capped finding, and pydantic's
+        serializer costs more than the dict (tests/test_report_model.py holds the two equal)."""
+        return {"mg/kg/min": self.mg_per_kg_min, "mL/kg/min": self.ml_per_kg_min, "mL/h": self.ml_per_h}
+
 
 class Finding(_Model):
     """One decision for the prescriber. Rules that reach the same decision (the same cap, or the same group) are

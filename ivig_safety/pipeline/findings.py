@@ -269,7 +269,7 @@ def _render(rule: Rule, facts: Facts, policy: Policy) -> FindingData:
 def finding_json(finding: FindingData) -> dict[str, Any]:
     """What ``Finding(**finding).model_dump(mode="json")`` gives, without the model (a new dict, new lists)."""
     triple = finding["suggested_max_rate"]
-    return {**finding, "suggested_max_rate": triple.model_dump(mode="json") if triple is not None else None,
+    return {**finding, "suggested_max_rate": triple.as_json() if triple is not None else None,
             "rules": list(finding["rules"]), "kinds": list(finding["kinds"])}
 
 
