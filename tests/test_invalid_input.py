@@ -133,6 +133,15 @@ def test_a_quantity_object_is_validated_field_by_field(checker) -> None:
     with pytest.raises(InvalidPlanError, match="not a human weight"):
         checker.parse(weighing(quantity(math.nan, weight.unit)))
     assert checker.parse(weighing(quantity("70", weight.unit))).patient.weight.magnitude == 70.0  # as pydantic reads it
+    with pytest.raises(InvalidPlanError, match="unit must be a ParsedUnit") as info:
+        checker.parse(weighing(quantity(70.0, "kg")))  # a unit as text: refused by name, not an AttributeError
+    assert info.value.errors[0].loc == "patient.weight"
+    rate = parsed.steps[0].rate
+    for magnitude in (math.nan, math.inf):  # a rate's own check (positive) lets NaN through: refused all the same
+        steps = [parsed.steps[0].model_copy(update={"rate": quantity(magnitude, rate.unit)}), *parsed.steps[1:]]
+        with pytest.raises(InvalidPlanError, match="finite") as info:
+            checker.parse(parsed.model_copy(update={"steps": steps}))
+        assert info.value.errors[0].loc == "steps[0].rate"
 
 
 def test_a_left_out_risk_factor_list_is_a_fresh_list(checker) -> None:

@@ -427,8 +427,15 @@ def quantity_validator(*shapes: Shape, what: str, check: Callable[[Quantity], Qu
                 cache[value] = quantity
             return quantity
         if isinstance(value, Quantity):
+            if not isinstance(value.unit, ParsedUnit):  # e.g. Quantity(70.0, "kg"): its shape cannot be read
+                raise UnitError(f"{what}: a Quantity's unit must be a ParsedUnit (units.parse_unit), not "
+                                f"{type(value.unit).__name__}; or give the quantity as text, e.g. "
+                                f"{_EXAMPLES[shapes[0]]!r}")
             quantity = handler(expect(value, *shapes, what=what))
-            return check(quantity) if check is not None else quantity
+            quantity = check(quantity) if check is not None else quantity
+            if not math.isfinite(quantity.magnitude):  # as parse_quantity refuses NaN and inf in text or numbers
+                raise UnitError(f"{what} must be a finite number, not {quantity.magnitude}")
+            return quantity
         return validate(value)
     return validate_field
 
