@@ -89,10 +89,6 @@ class Rule:
     def citation_parts(self) -> tuple[str, ...]:
         return split_template(self.citation)
 
-    @property
-    def engine_spec(self) -> dict[str, Any]:
-        return {"all": [{"m": self.condition}]}
-
 
 @dataclass(frozen=True)
 class RuleSet:

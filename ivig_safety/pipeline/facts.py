@@ -111,8 +111,9 @@ class Facts:
             else:
                 out[key] = _encoded(value)
         read = plan.flags
-        for key in self.flags:
-            if key in read:
+        for name in self.flags:
+            key = read.get(name)
+            if key is not None:
                 out[key] = 1
         return out
 
@@ -148,9 +149,10 @@ class EncodingPlan:
 
     def __init__(self, entries: tuple[Entry, ...]):
         self.entries = entries
-        #: the per-plan flags some rule reads (rf_, ci_, av_): set from the plan's own flags, not looked up one by one
-        self.flags = frozenset(key for key, base, other, variant in entries
-                               if other is None and not variant and key.startswith(_PLAN_FLAG_PREFIXES))
+        #: the per-plan flags some rule reads (rf_, ci_, av_), by name, with their engine keys: set from the plan's
+        #: own flags, not looked up one by one
+        self.flags = {base: key for key, base, other, variant in entries
+                      if other is None and not variant and base.startswith(_PLAN_FLAG_PREFIXES)}
 
     def __iter__(self) -> Any:
         return iter(self.entries)
@@ -173,7 +175,7 @@ class EncodingPlan:
         dynamic: list[Entry] = []
         for entry in self.entries:
             key, base, other, variant = entry
-            if key in self.flags:
+            if base in self.flags and other is None and not variant:
                 continue
             if base in PLAN_FIELDS or other in PLAN_FIELDS or variant:
                 label_sides = [name for name in (base, other) if name is not None and name not in PLAN_FIELDS]
@@ -197,18 +199,20 @@ class EncodingPlan:
         return LabelEncoding(constant, tuple(minus_label), tuple(dynamic))
 
 
-def encoding_plan(keys: frozenset[str]) -> EncodingPlan:
-    """Work out once, per rule set, how each engine key is computed from the facts."""
+def encoding_plan(keys: frozenset[str], engine_keys: dict[str, str] | None = None) -> EncodingPlan:
+    """Work out once, per rule set, how each key some rule reads is computed from the facts; ``engine_keys`` names
+    each key as the engine knows it (Engine.keys), else it keeps its own name."""
     plan: list[Entry] = []
     for key in sorted(keys):
+        name = engine_keys[key] if engine_keys is not None else key
         if DIFFERENCE in key:
             left, right = key.split(DIFFERENCE)
-            plan.append((key, left, right, ""))
+            plan.append((name, left, right, ""))
         elif key in FIELDS or not key.partition("__")[2]:
-            plan.append((key, key, None, ""))
+            plan.append((name, key, None, ""))
         else:
             base, _, variant = key.partition("__")
-            plan.append((key, base, None, variant))
+            plan.append((name, base, None, variant))
     return EncodingPlan(tuple(plan))
 
 
