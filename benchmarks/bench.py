@@ -131,11 +131,16 @@ def _rate(count: int, seconds: float) -> str:
     return f"{count / seconds:>9,.0f} plans/s  ({count:,} in {seconds:.2f} s)"
 
 
+#: Where the child processes run: not the checkout, whose ivig_safety (Python source) ``python -m`` and ``-c`` would
+#: import ahead of the installed package (see the README: an installed package runs the compiled pipeline).
+_NEUTRAL = tempfile.gettempdir()
+
+
 def _child_cpu(command: list[str], check: bool = True, **kwargs: Any) -> tuple[float, float]:
     """(CPU seconds, wall seconds) of a child process: user + system time of it and its own children (workers)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    subprocess.run(command, check=check, **kwargs)
+    subprocess.run(command, check=check, cwd=_NEUTRAL, **kwargs)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, wall
@@ -158,7 +163,7 @@ def time_batch_parent(path: Path, workers: int, out: Path) -> tuple[float, float
               "    pass\n"
               "s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)\n"
               "print(time.perf_counter() - t, s.ru_utime + s.ru_stime, c.ru_utime + c.ru_stime)\n")
-    done = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True, cwd=_NEUTRAL)
     wall, parent, children = map(float, done.stdout.split())
     return wall, parent, children
 
@@ -269,7 +274,7 @@ def median_cpu(command: list[str], runs: int) -> float:
 def rss_over(rows: int, seed: int, checker: Checker, every: int) -> None:
     """Stream ``rows`` generated plans through ``ivig-safety batch -`` and sample its RSS as it runs."""
     command = [sys.executable, "-m", "ivig_safety.cli", "batch", "-", "--output", os.devnull, "--quiet"]
-    process = subprocess.Popen(command, stdin=subprocess.PIPE)
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, cwd=_NEUTRAL)
     assert process.stdin is not None
     rng = random.Random(seed)
     samples: list[tuple[int, float]] = []
@@ -307,8 +312,15 @@ def main() -> None:
     args = parser.parse_args()
 
     checker = get_checker()
+    import ivig_safety
+
+    pipeline = "compiled (mypyc)" if getattr(ivig_safety, "compiled", False) else "Python source"
     print(f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, {len(checker.catalogue.products)} products, "
-          f"rule set {checker.ruleset.identity['version']}; generated plans, 10% invalid")
+          f"rule set {checker.ruleset.identity['version']}; pipeline {pipeline} from "
+          f"{Path(ivig_safety.__file__).parent}; generated plans, 10% invalid")
+    if not getattr(ivig_safety, "compiled", False):
+        print("  (a checkout or an editable install runs the Python source; `pip install .` builds the compiled "
+              "pipeline, which this script then imports: the figures of the README are for that)")
     if args.rows and args.only_rss:
         rss_over(args.rows, args.seed, checker, max(1, args.rows // 100))
         return
