@@ -112,9 +112,9 @@ class Facts:
                 out[key] = _encoded(value)
         read = plan.flags
         for name in self.flags:
-            key = read.get(name)
-            if key is not None:
-                out[key] = 1
+            flag = read.get(name)
+            if flag is not None:
+                out[flag] = 1
         return out
 
 
