@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import ivig_safety
 from ivig_safety import InvalidPlanError, get_checker
 from ivig_safety.batch import BatchResult, JsonlWriter, open_source, run_batch
 from ivig_safety.check import Checker
@@ -310,15 +311,17 @@ def main() -> None:
     parser.add_argument("--only-rss", action="store_true", help="with --rows: measure nothing else")
     parser.add_argument("--profile", action="store_true", help="pyinstrument profile of the in-process batch")
     args = parser.parse_args()
+    # The batch command and its workers are `python -m` / `python -c` children, which put the current directory first
+    # on sys.path: started from the checkout's root they imported its .py files while this process (sys.path[0] is
+    # benchmarks/) imported the installed, compiled package. With a safe path every figure is of the same one.
+    os.environ["PYTHONSAFEPATH"] = "1"
 
     checker = get_checker()
-    import ivig_safety
-
-    pipeline = "compiled (mypyc)" if getattr(ivig_safety, "compiled", False) else "Python source"
+    pipeline = "compiled (mypyc)" if ivig_safety.compiled else "Python source"
     print(f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, {len(checker.catalogue.products)} products, "
           f"rule set {checker.ruleset.identity['version']}; pipeline {pipeline} from "
           f"{Path(ivig_safety.__file__).parent}; generated plans, 10% invalid")
-    if not getattr(ivig_safety, "compiled", False):
+    if not ivig_safety.compiled:
         print("  (a checkout or an editable install runs the Python source; `pip install .` builds the compiled "
               "pipeline, which this script then imports: the figures of the README are for that)")
     if args.rows and args.only_rss:

@@ -12,7 +12,7 @@ from .model.report import Finding, RateTriple, Report, ScheduleStep
 
 __all__ = [
     "check", "check_many", "plan_from_fhir", "ivig_orders", "Checker", "get_checker", "Plan", "Report", "Finding", "RateTriple", "ScheduleStep",
-    "InvalidPlanError", "RuleFileError", "EngineError", "FieldError",
+    "InvalidPlanError", "RuleFileError", "EngineError", "FieldError", "compiled",
 ]
 def _version() -> str:
     """The version is written once, in pyproject.toml; the installed metadata carries it."""
@@ -25,3 +25,17 @@ def _version() -> str:
 
 
 __version__ = _version()
+
+
+def _compiled() -> bool:
+    """Whether the pipeline runs compiled by mypyc (an installed wheel) or as Python source (a checkout, an editable
+    install, a wheel built with IVIG_SAFETY_PURE_PYTHON=1): see setup.py. Told by ivig_safety.pipeline.facts."""
+    from importlib.machinery import ExtensionFileLoader
+
+    from .pipeline import facts
+
+    spec = facts.__spec__
+    return spec is not None and isinstance(spec.loader, ExtensionFileLoader)
+
+
+compiled: bool = _compiled()

@@ -14,12 +14,13 @@ from .options import load_checker
 
 
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
-    """--version: the package, the rule set it loads (version and sha256), the engine and the Python running it."""
+    """--version: the package, the rule set it loads (version and sha256), the engine, the Python running it, and
+    whether the pipeline is compiled (mypyc, an installed wheel) or Python source (a checkout)."""
     if not value or ctx.resilient_parsing:
         return
     import platform
 
-    from .. import __version__
+    from .. import __version__, compiled
     from ..pipeline.engine import ENGINE_VERSION
 
     checker = load_checker(None)
@@ -28,7 +29,8 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
     click.echo(f"ivig-safety {__version__}\n"
                f"rule set {ruleset.version} sha256:{ruleset.sha256} ({where})\n"
                f"engine {ENGINE_VERSION}\n"
-               f"Python {platform.python_version()} ({platform.python_implementation()})")
+               f"Python {platform.python_version()} ({platform.python_implementation()})\n"
+               f"pipeline {'compiled (mypyc)' if compiled else 'Python source'}")
     ctx.exit(0)
 
 
@@ -40,7 +42,8 @@ def _bundled() -> Any:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
-              help="Show the package, rule set (version and sha256), engine and Python versions, and exit.")
+              help="Show the package, rule set (version and sha256), engine and Python versions, whether the "
+                   "pipeline is compiled, and exit.")
 def main() -> None:
     """Check IVIG infusion plans against the package insert.
 
