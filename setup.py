@@ -84,16 +84,28 @@ durable_rules_engine = Extension(
 
 
 class build_py_with_rules(build_py):
-    """build_py, plus rules/ copied into the built package as ivig_safety/_rules."""
+    """build_py, plus rules/ copied into the built package as ivig_safety/_rules, and no Python file in the built
+    package that the sources no longer have."""
 
     def run(self) -> None:
         super().run()
         if self.editable_mode:
             return
+        self.remove_stale_modules()
         target = Path(self.build_lib, "ivig_safety", "_rules")
         if target.exists():
             shutil.rmtree(target)  # a rule file deleted from rules/ must not survive in an old build/
         shutil.copytree("rules", target, ignore=shutil.ignore_patterns("__pycache__", "*.py[co]", ".*"))
+
+    def remove_stale_modules(self) -> None:
+        """build/lib is kept between builds and goes whole into a wheel: a module since moved or deleted from
+        ivig_safety/ (the old flat layout's ivig_safety/facts.py, say) would ride along in every later wheel."""
+        built = Path(self.build_lib, "ivig_safety")
+        for path in sorted(built.rglob("*.py")):
+            relative = path.relative_to(self.build_lib)
+            if "_rules" not in relative.parts and not relative.exists():
+                print(f"removing {path}: the sources no longer have {relative}", file=sys.stderr)
+                path.unlink()
 
 
 # The modules compiled by mypyc: listed once, in pyproject.toml, which says why these and what each must satisfy.
