@@ -137,8 +137,9 @@ def mypyc_extensions(target_dir: str) -> list[Extension]:
                  f"pyproject.toml {hint}")
     print(f"compiling with mypyc: {', '.join(MYPYC_MODULES)}", file=sys.stderr)
     try:
-        return mypycify(["--follow-imports=silent", *paths], opt_level="3", target_dir=target_dir,
-                        group_name=MYPYC_GROUP)
+        # no .mypy_cache left in the checkout: mypyc does not build incrementally here, so it would never be read
+        return mypycify(["--follow-imports=silent", f"--cache-dir={os.devnull}", *paths], opt_level="3",
+                        target_dir=target_dir, group_name=MYPYC_GROUP)
     except SystemExit as exc:  # mypyc's way of failing, after printing the type errors
         print(f"error: mypyc could not compile the pipeline; the build stops here {hint}", file=sys.stderr)
         raise SystemExit(exc.code or 1) from None
