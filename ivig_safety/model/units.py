@@ -32,6 +32,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
+from .numbers import format_number  # here too: where every caller has imported it from
+
 import pint
 
 #: Longest unit text accepted ("mL/kg/min" is 9); longer text is refused before pint parses it.
@@ -447,19 +449,3 @@ _EXAMPLES = {
     Shape.VOLUME_PER_TIME: "168 mL/h", Shape.MASS_PER_TIME: "280 mg/min", Shape.DIMENSIONLESS: "5 %",
     Shape.OTHER: "",
 }
-
-
-def format_number(value: float, significant: int = 4) -> str:
-    """A number as a person writes it: up to ``significant`` digits, no trailing zeros, no exponent (unless the
-    number is below 1e-9 or from 1e15 up, where the digits would run to hundreds of characters)."""
-    if significant == 4 and 1e-3 <= abs(value) < 9999.5:
-        return f"{value:.4g}"  # the common case, 10x faster; %g drops trailing zeros and uses no exponent here
-    if value == 0 or not math.isfinite(value):
-        return "0" if value == 0 else str(value)
-    if not 1e-9 <= abs(value) < 1e15:  # far outside any dose or rate: an exponent, not hundreds of digits
-        return f"{value:.{significant}g}"
-    digits = max(significant - int(math.floor(math.log10(abs(value)))) - 1, 0)
-    text = f"{round(value, digits):.{digits}f}"
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text
