@@ -154,12 +154,6 @@ class EncodingPlan:
         self.flags = {base: key for key, base, other, variant in entries
                       if other is None and not variant and base.startswith(_PLAN_FLAG_PREFIXES)}
 
-    def __iter__(self) -> Any:
-        return iter(self.entries)
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
     def for_label(self, label: LabelFacts) -> LabelEncoding:
         split = label.encodings.get(self)
         if split is None:

@@ -27,7 +27,7 @@ _DAYS = {"since_previous_course", "label_interval_min", "weight_age"}
 
 def format_rate(facts: Facts, rate: float, unit: ParsedUnit) -> str:
     """'0.06 mL/kg/min (252 mL/h)': the rate in the plan's unit, and in mL/h for this patient."""
-    ml_per_h = format_number(rate * facts.weight_kg / facts.concentration * 60.0)
+    ml_per_h = format_number(facts.ml_per_h(rate))
     if _is_ml_per_h(unit):
         return f"{ml_per_h} mL/h"
     shown = format_number(mg_per_kg_min_to(unit, rate, facts.concentration, facts.weight_kg))
