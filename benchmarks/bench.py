@@ -207,6 +207,7 @@ def stage_breakdown(path: Path, checker: Checker) -> tuple[int, dict[str, float]
                 break
             rows += len(chunk)
             chunks += 1
+            gc.disable()  # as batch checks a chunk (workers._checked); on again before the writing, as there
             results: dict[int, BatchResult] = {}
             invalid: list[int] = []
 
@@ -250,6 +251,7 @@ def stage_breakdown(path: Path, checker: Checker) -> tuple[int, dict[str, float]
             if invalid:
                 results.update(zip(invalid, process_rows([chunk[i] for i in invalid], checker)))
             spent["invalid rows"] += now() - started
+            gc.enable()
             started = now()
             written = [encode_row(results[i], encode) for i in range(len(chunk))]
             data = b"".join(part for part, _ in written)

@@ -10,8 +10,9 @@ first on PYTHONPATH; the tree needs its compiled engine beside its sources, as `
     python benchmarks/compare.py before=/tmp/venv/bin/python:/tmp/old-checkout now=.venv/bin/python
 
 Each build is timed on the same generated plans (benchmarks/bench.py's generator, this checkout's copy): the batch
-row path as a worker runs it (``process_rows`` and the JSON Lines writer over 256-row chunks) and ``check()`` on
-the plans that are JSON, invalid ones included. CPU time per plan, in microseconds.
+path as the one-worker command runs it (``run_batch`` over a JSON Lines file, written to /dev/null, after
+``gc.freeze()`` as the command does: the garbage collector's share is part of a row's cost) and ``check()`` on the
+plans that are JSON, invalid ones included. CPU time per plan, in microseconds.
 """
 
 from __future__ import annotations
@@ -27,36 +28,43 @@ HERE = Path(__file__).resolve().parent
 
 #: Run in each build's own process; prints "batch_us check_us compiled".
 _CHILD = r'''
-import gc, importlib, json, sys, time
+import gc, json, os, sys, tempfile, time
 sys.path.append(BENCHMARKS)
 import bench
 import ivig_safety
-rows_module = importlib.import_module("ivig_safety.batch.rows")
-writers = importlib.import_module("ivig_safety.batch.writers")
-checker = importlib.import_module("ivig_safety.check").Checker()
+from ivig_safety import get_checker
+from ivig_safety.batch import JsonlWriter, open_source, run_batch
+checker = get_checker()
 lines = bench.generate(ROWS, 1, checker)
-rows = [rows_module.InputRow(number, "jsonl", line) for number, line in enumerate(lines, 1)]
 plans = []
 for line in lines:
     try:
         plans.append(json.loads(line))
     except ValueError:
         pass
+folder = tempfile.mkdtemp()
+source = os.path.join(folder, "plans.jsonl")
+with open(source, "wb") as out:
+    out.write(b"\n".join(lines) + b"\n")
+del lines
 gc.collect()
-gc.freeze()
+gc.freeze()  # as the batch command does once its rules are loaded (the plans for check() are kept out too)
 batch = check = float("inf")
-for _ in range(4):
-    started = time.process_time()
-    for start in range(0, len(rows), 256):
-        writers._encode_results(rows_module.process_rows(rows[start:start + 256], checker), "jsonl")
-    batch = min(batch, (time.process_time() - started) / len(rows) * 1e6)
-    started = time.process_time()
-    for plan in plans:
-        try:
-            checker.check(plan)
-        except Exception:
-            pass
-    check = min(check, (time.process_time() - started) / len(plans) * 1e6)
+with open(os.devnull, "wb") as sink:
+    for _ in range(4):
+        started = time.process_time()
+        with open_source(source) as rows:
+            run_batch(rows, JsonlWriter(sink), workers=1)
+        batch = min(batch, (time.process_time() - started) / ROWS * 1e6)
+        started = time.process_time()
+        for plan in plans:
+            try:
+                checker.check(plan)
+            except Exception:
+                pass
+        check = min(check, (time.process_time() - started) / len(plans) * 1e6)
+os.remove(source)
+os.rmdir(folder)
 print(f"{batch:.2f} {check:.2f} {getattr(ivig_safety, 'compiled', False)}")
 '''
 

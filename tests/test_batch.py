@@ -512,6 +512,43 @@ def test_a_chunk_with_failed_rows_leaves_nothing_to_the_cyclic_gc(monkeypatch: p
     assert left == 0, f"{left} objects in reference cycles after one chunk"
 
 
+def test_the_collector_is_paused_for_a_chunk_and_then_runs_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batch pauses the cyclic garbage collector while it checks a chunk (it finds nothing there) and turns it back
+    on after, even when a chunk fails; a collector someone else switched off stays off."""
+    import gc
+
+    from ivig_safety.batch import rows as rows_module
+
+    seen: list[bool] = []
+    real = rows_module.process_rows
+
+    def recording(chunk: list[InputRow], checker: Any) -> Any:
+        seen.append(gc.isenabled())
+        if chunk[0].payload.get("id") == "BOOM":
+            raise RuntimeError("a chunk that fails")
+        return real(chunk, checker)
+
+    monkeypatch.setattr(batch_module, "process_rows", recording)
+    checker = get_checker(None, None)
+    plans = many_rows(3)
+    rows = [InputRow(number, "plan", plan) for number, plan in enumerate(plans, 1)]
+    assert gc.isenabled()
+    assert [r.verdict for r in batch_module._checked(rows, checker)] == [expected_verdict(p) for p in plans]
+    assert seen == [False] and gc.isenabled()
+    with pytest.raises(RuntimeError):
+        batch_module._checked([InputRow(1, "plan", {"id": "BOOM"})], checker)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        batch_module._checked(rows, checker)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    out = list(batch_module._encoded_chunks(iter(rows), checker, "jsonl", 2))
+    assert len(out) == 2 and sum(counts.rows for _, counts in out) == 3
+    assert seen[-2:] == [False, False] and gc.isenabled()
+
+
 def test_summary_object_counts_rows() -> None:
     summary = Summary()
     for result in check_many(example_plans()):
