@@ -36,6 +36,10 @@ from .pipeline.suggest import exceeds, rate_triple, suggest
 _SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 
 
+def _severity_rank(finding: FindingData) -> int:
+    return _SEVERITY_ORDER[finding["severity"]]
+
+
 def bundled_rules_dir() -> Path:
     """The rule set shipped with this version: the copy inside an installed wheel, or the repository's rules/."""
     packaged = Path(__file__).parent / "_rules"
@@ -196,7 +200,8 @@ class Checker:
     def _findings(self, item: tuple[Facts, list[Rule]]) -> tuple[Facts, list[Rule], list[FindingData]]:
         facts, fired = item
         findings = merge_findings(fired, [build_finding(rule, facts, self.policy) for rule in fired], facts)
-        findings.sort(key=lambda f: _SEVERITY_ORDER[f["severity"]])
+        if len(findings) > 1:  # (a stable sort: findings of one severity keep the rule files' order)
+            findings.sort(key=_severity_rank)
         return facts, fired, findings
 
     def _run(self, plan: Any) -> tuple[Report, Facts, list[Rule]]:
