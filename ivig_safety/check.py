@@ -1,7 +1,8 @@
 """The one core every shell calls: ``check(plan) -> Report``.
 
 Parse and validate (model/plan.py) -> normalise to facts (pipeline/facts.py) -> evaluate rules (pipeline/engine.py)
--> combine caps into suggestions (pipeline/suggest.py) -> a Report (model/report.py). The shells above it (formats,
+-> combine caps into suggestions (pipeline/suggest.py) -> the report's data (pipeline/assemble.py) -> a Report
+(model/report.py). The shells above it (formats,
 batch, cli, service) add nothing clinical. May import pipeline, knowledge and model.
 """
 
@@ -25,15 +26,19 @@ from .knowledge.policy import Policy, load_policy
 from .knowledge.rules import Rule, RuleSet, load_rules
 from .model.errors import FieldError, InvalidPlanError, format_loc
 from .model.plan import Plan
-from .model.report import PolicyIdentity, Report, RuleSetIdentity, verdict_of
+from .model.report import PolicyIdentity, Report, RuleSetIdentity
 from .pipeline.engine import Engine
 from .pipeline.facts import Facts, build_facts
 from .pipeline.findings import FindingData, build_finding, explain_rule, merge_findings
 from .pipeline.label import Knowledge
-from .pipeline.suggest import exceeds, rate_triple, suggest
+from .pipeline.assemble import report_data
 
 
 _SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
+
+
+#: Report.model_validate less its Python wrapper: the same validator, so the same report.
+_validate_report = Report.__pydantic_validator__.validate_python
 
 
 def _severity_rank(finding: FindingData) -> int:
@@ -211,7 +216,8 @@ class Checker:
 
     def _report(self, parsed: Plan, sources: dict[str, str] | None, facts: Facts, fired: list[Rule],
                 findings: list[FindingData]) -> Report:
-        """The report of a checked plan: its suggestion, summary and dispense, and the findings as models.
+        """The report of a checked plan: its suggestion, summary and dispense (pipeline/assemble.py, as plain data),
+        and the findings as models.
 
         Why one ``Report.model_validate`` of plain data rather than a model per part: pydantic-core then builds every
         nested model (findings, summary, schedule steps, dispense, vials) in one pass in Rust, where each model's
@@ -220,32 +226,8 @@ class Checker:
         field; the parts that already are models (rate triples, the rule set's and the policy's identity) are kept
         as they are (pydantic does not revalidate instances). Building models without validation
         (``model_construct``, or filling ``__dict__`` by hand) was measured slower than pydantic-core's validation."""
-        suggestion = suggest(facts, fired, self.policy)
-        values = facts.values
-        return Report.model_validate({
-            "verdict": verdict_of({f["severity"] for f in findings}),
-            "plan": {
-                "id": parsed.id, "product": facts.product.id, "product_name": facts.product.name,
-                "indication": facts.indication, "labelled": bool(values["labelled"]),
-                "weight_kg": round(values["weight"], 6), "dosing_weight_kg": round(facts.weight_kg, 6),
-                "dosing_weight_method": facts.dosing.method,
-                "concentration_mg_per_ml": facts.concentration, "risk_factors": sorted(facts.risk_factors),
-                "derived_risk_factors": sorted(facts.derived_risk_factors), "days": int(values["days"]),
-                "dose_per_day_g": round(values["dose_per_day"] * facts.weight_kg, 3),
-                "dose_per_day_g_per_kg": round(values["dose_per_day"], 4),
-                "daily_volume_ml": round(values["daily_volume"], 3),
-                "plan_infusion_min": round(values["infusion_time"], 2),
-                "sources": sources,
-            },
-            "findings": findings,
-            "suggested_max_rate": rate_triple(facts, suggestion.max_rate, self.policy),
-            "suggested_steps": suggestion.steps,
-            "suggested_infusion_min": suggestion.total_min,
-            "dispense": _dispense(facts),
-            "ruleset": self._ruleset_identity,
-            "policy": self._policy_identity,
-            "pump_tolerance_used": _tolerance_used(facts),
-        })
+        return _validate_report(report_data(parsed, sources, facts, fired, findings, self.policy,
+                                            self._ruleset_identity, self._policy_identity))
 
 
 def _detached(exc: Exception) -> Exception:
@@ -265,29 +247,6 @@ def _in_fhir(error: FieldError, sources: dict[str, str]) -> FieldError:
         if error.loc == key or error.loc.startswith(key + ".") or error.loc.startswith(key + "["):
             return FieldError(f"{sources[key]} ({error.loc})", error.msg)
     return error
-
-
-def _tolerance_used(facts: Facts) -> list[str]:
-    """Where a rate above a label figure passed only because of the policy's pump tolerance (said in the report)."""
-    values = facts.values
-    used = []
-    for name, rate_key, label_key in (("maximum", "peak_rate", "max_rate"), ("initial rate", "first_rate",
-                                                                            "initial_rate")):
-        rate, figure, tolerated = values[rate_key], values[label_key], values[f"{label_key}_with_tolerance"]
-        if exceeds(rate, figure) and not exceeds(rate, tolerated):
-            used.append(f"{rate_key.replace('_', ' ')} {rate / figure - 1:.2%} over the label {name}, within the "
-                        "pump tolerance")
-    return used
-
-
-def _dispense(facts: Facts) -> dict[str, Any]:
-    """What pharmacy prepares, as the fields of :class:`DispenseReport` (plain data: the Report validates it)."""
-    d = facts.dispense
-    return {
-        "prescribed_dose_g": round(d.dose_g, 3), "dose_g": round(d.rounded_dose_g, 3), "rounding": d.rounding,
-        "volume_ml": round(facts.values["daily_volume"], 3),
-        "vials": [{"size": vial.label, "count": count} for vial, count in d.vials], "waste_g": d.waste_g,
-    }
 
 
 #: Checkers kept loaded: a service or batch run uses one or a few policies; more are rebuilt on demand.
