@@ -1,0 +1,83 @@
+"""What ``ivig-safety check`` does not do at start-up (the cold start issue): modules it does not import, work it
+does not repeat, and that what it leaves out changes nothing a user sees. No timings here: each test checks a
+behaviour (what was imported, what was built, what was printed), in a fresh interpreter where it is about imports.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+from rich.console import Console
+from rich.text import Text
+
+from ivig_safety import check
+from ivig_safety.cli import main
+from ivig_safety.formats.render import render_text
+from ivig_safety.knowledge.yamlio import parse_yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "dermatomyositis.yaml"
+
+
+def _modules_after(code: str) -> set[str]:
+    """The modules a fresh interpreter has imported after running ``code`` (from the repository, as the tests'
+    own imports are)."""
+    script = f"import sys\n{code}\nprint('\\n'.join(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return set(done.stdout.split())
+
+
+_RUN_CHECK = ("from ivig_safety.cli import main\n"
+              "try:\n"
+              "    main(['check', {path!r}{extra}])\n"
+              "except SystemExit as exc:\n"
+              "    assert exc.code == 1, exc.code\n")
+
+
+def test_the_text_report_does_not_load_richs_emoji_table() -> None:
+    """The schedule table's title and headers are given as Text: a str would go through rich's emoji replacement,
+    which imports its 140 kB table of emoji names for a report that has none."""
+    modules = _modules_after(_RUN_CHECK.format(path=str(EXAMPLE), extra=""))
+    assert "rich.table" in modules  # the text report was drawn
+    assert "rich._emoji_codes" not in modules
+
+
+def _colour(renderable: object, width: int) -> str:
+    console = Console(force_terminal=True, color_system="truecolor", width=width, highlight=False, soft_wrap=False)
+    with console.capture() as captured:
+        console.print(renderable)
+    return captured.get()
+
+
+def test_the_schedule_title_and_headers_print_as_they_did_as_str() -> None:
+    """On a terminal that shows styles, the Text title and headers print byte for byte as the same words given as
+    str did (title in table.title, italic; headers in table.header, bold), at any width."""
+    from rich.table import Table
+
+    report = check(parse_yaml(EXAMPLE.read_text(encoding="utf-8")))
+    as_str = render_text(report)
+    table = next(part for part in as_str.renderables if isinstance(part, Table))
+    assert isinstance(table.title, Text)
+    table.title = table.title.plain
+    for column in table.columns:
+        assert isinstance(column.header, Text)
+        column.header = column.header.plain
+    for width in (40, 80, 120):
+        printed = _colour(render_text(report), width)
+        assert "\x1b[3mSuggested schedule" in printed and "\x1b[1mstep" in printed
+        assert printed == _colour(as_str, width)
+
+
+def test_a_text_report_is_unchanged_by_the_text_headers() -> None:
+    """The plain text report (what a pipe gets) has the title and every header where it always had them."""
+    result = CliRunner().invoke(main, ["check", str(EXAMPLE)])
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    title = next(i for i, line in enumerate(lines) if line.startswith("Suggested schedule (one infusion day)"))
+    header = lines[title + 2]
+    for column in ("step", "mg/kg/min", "mL/kg/min", "mL/h (pump)", "duration", "volume mL"):
+        assert column in header
