@@ -5,10 +5,13 @@ behaviour (what was imported, what was built, what was printed), in a fresh inte
 
 from __future__ import annotations
 
+import gc
+import importlib
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from rich.console import Console
 from rich.text import Text
@@ -81,3 +84,45 @@ def test_a_text_report_is_unchanged_by_the_text_headers() -> None:
     header = lines[title + 2]
     for column in ("step", "mg/kg/min", "mL/kg/min", "mL/h (pump)", "duration", "volume mL"):
         assert column in header
+
+
+def _recording_gc_state(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether the collector runs while ``check`` loads its Checker, recorded each time it does."""
+    module = importlib.import_module("ivig_safety.cli.check")
+    seen: list[bool] = []
+    load = module.load_checker
+
+    def recording(*args: object) -> object:
+        seen.append(gc.isenabled())
+        return load(*args)
+
+    monkeypatch.setattr(module, "load_checker", recording)
+    return seen
+
+
+def test_check_pauses_the_collector_and_switches_it_on_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = _recording_gc_state(monkeypatch)
+    assert gc.isenabled()
+    result = CliRunner().invoke(main, ["check", str(EXAMPLE)])
+    assert result.exit_code == 1, result.output
+    assert seen == [False] and gc.isenabled()
+
+
+def test_the_collector_is_on_again_after_a_refused_plan(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    seen = _recording_gc_state(monkeypatch)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("product: privigen\n")
+    result = CliRunner().invoke(main, ["check", str(plan)])
+    assert result.exit_code == 2 and "not checked" in result.output
+    assert seen == [False] and gc.isenabled()
+
+
+def test_a_collector_switched_off_by_the_caller_stays_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = _recording_gc_state(monkeypatch)
+    gc.disable()
+    try:
+        result = CliRunner().invoke(main, ["check", str(EXAMPLE), "--format", "json"])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    assert result.exit_code == 1 and seen == [False]
