@@ -41,6 +41,19 @@ _RUN_CHECK = ("from ivig_safety.cli import main\n"
               "    assert exc.code == 1, exc.code\n")
 
 
+def test_rich_is_imported_only_to_draw_a_text_report() -> None:
+    """rich (about 20 ms to import) is for the text report alone: the package, the command line's imports, the
+    batch library and the JSON report never import it."""
+    plan = parse_yaml(EXAMPLE.read_text(encoding="utf-8"))
+    assert not {m for m in _modules_after("import ivig_safety") if m.split(".")[0] == "rich"}
+    assert not {m for m in _modules_after("from ivig_safety.cli import main") if m.split(".")[0] == "rich"}
+    batch = f"from ivig_safety import check_many\nassert len(list(check_many([{plan!r}] * 3))) == 3\n"
+    assert not {m for m in _modules_after(batch) if m.split(".")[0] == "rich"}
+    as_json = _modules_after(_RUN_CHECK.format(path=str(EXAMPLE), extra=", '--format', 'json'"))
+    assert "ivig_safety.cli.check" in as_json
+    assert not {m for m in as_json if m.split(".")[0] == "rich"}
+
+
 def test_the_text_report_does_not_load_richs_emoji_table() -> None:
     """The schedule table's title and headers are given as Text: a str would go through rich's emoji replacement,
     which imports its 140 kB table of emoji names for a report that has none."""
@@ -126,3 +139,14 @@ def test_a_collector_switched_off_by_the_caller_stays_off(monkeypatch: pytest.Mo
     finally:
         gc.enable()
     assert result.exit_code == 1 and seen == [False]
+
+
+def test_a_bad_site_codes_file_is_refused_at_load_even_for_a_plan_that_needs_no_codes(tmp_path: Path) -> None:
+    """The FHIR code index is built with the Checker, so a site codes file whose code clashes, or that names an
+    unknown product, is a usage error (exit 2, no report) even when the plan is YAML and never looks a code up:
+    the file is found wrong when it is given, not on the first FHIR order."""
+    site = tmp_path / "site.yaml"
+    site.write_text("name: General Hospital\nproducts:\n  no-such-product:\n"
+                    "    - {system: 'urn:oid:1.2.3', values: [X], citation: pharmacy formulary}\n")
+    result = CliRunner().invoke(main, ["check", str(EXAMPLE), "--site-codes", str(site)])
+    assert result.exit_code == 2 and "no-such-product" in result.output and "WARN" not in result.output
