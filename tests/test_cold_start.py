@@ -150,3 +150,51 @@ def test_a_bad_site_codes_file_is_refused_at_load_even_for_a_plan_that_needs_no_
                     "    - {system: 'urn:oid:1.2.3', values: [X], citation: pharmacy formulary}\n")
     result = CliRunner().invoke(main, ["check", str(EXAMPLE), "--site-codes", str(site)])
     assert result.exit_code == 2 and "no-such-product" in result.output and "WARN" not in result.output
+
+
+_FREEZE_COUNT_AT_EXIT = ("import atexit, gc, sys\n"
+                         "atexit.register(lambda: print('frozen at exit:', gc.get_freeze_count()))  # runs last\n"
+                         "from ivig_safety.cli import main\n"
+                         "try:\n"
+                         "    main({args!r})\n"
+                         "except SystemExit as exc:\n"
+                         "    print('exit', exc.code)\n")
+
+
+def _frozen_at_exit(args: list[str]) -> tuple[int, str]:
+    done = subprocess.run([sys.executable, "-c", _FREEZE_COUNT_AT_EXIT.format(args=args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[-1].startswith("frozen at exit: "), done.stdout
+    return int(lines[-1].split(": ")[1]), done.stdout
+
+
+def test_a_process_that_ran_check_freezes_its_heap_at_exit() -> None:
+    """gc.freeze() runs at exit (atexit handlers run last registered first: the one registered before the command
+    sees its effect), the report having been written in full first; the verdict's exit code is kept."""
+    frozen, stdout = _frozen_at_exit(["check", str(EXAMPLE)])
+    assert frozen > 10_000
+    assert "Suggested schedule (one infusion day)" in stdout and "Rule set " in stdout and "exit 1" in stdout
+
+
+def test_a_refused_plan_also_exits_frozen_with_its_exit_code(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("product: privigen\n")
+    frozen, stdout = _frozen_at_exit(["check", str(plan)])
+    assert frozen > 10_000 and "exit 2" in stdout
+
+
+def test_other_commands_leave_the_exit_alone() -> None:
+    frozen, stdout = _frozen_at_exit(["risk-factors"])
+    assert frozen == 0 and "exit 0" in stdout
+
+
+def test_the_exit_freeze_is_registered_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = importlib.import_module("ivig_safety.cli.check")
+    registered: list[object] = []
+    monkeypatch.setattr(module, "_FREEZE_AT_EXIT_REGISTERED", [])
+    monkeypatch.setattr(module.atexit, "register", registered.append)
+    for _ in range(3):
+        assert CliRunner().invoke(main, ["check", str(EXAMPLE), "--format", "json"]).exit_code == 1
+    assert registered == [gc.freeze]
