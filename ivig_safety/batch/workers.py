@@ -33,7 +33,6 @@ Nothing clinical happens here: every verdict comes from :meth:`Checker.check`.
 from __future__ import annotations
 
 import gc
-import itertools
 import os
 import signal
 import sys
@@ -41,8 +40,8 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from ..check import Checker, get_checker
-from .rows import BatchInputError, BatchResult, InputRow, _describe, _internal, process_rows
-from .sources import Source
+from .rows import BatchResult, InputRow, _describe, _internal, process_rows
+from .sources import LineChunk, Source, row_chunks
 from .summary import Summary
 from .writers import Writer, _encode_results
 
@@ -89,10 +88,19 @@ def _init_worker(rules_dir: str | None, policy: str | None, site_codes: str | No
     gc.freeze()  # the rules, catalogue and pint registry live as long as the process: keep them out of GC passes
 
 
-def _work(chunk: list[InputRow]) -> list[BatchResult]:
+#: What the parent sends a worker: rows, or the lines of a JSON Lines or CSV input as read (see sources.LineChunk),
+#: which the worker turns into rows itself.
+Chunk = list[InputRow] | LineChunk
+
+
+def _rows_of(chunk: Chunk) -> list[InputRow]:
+    return chunk.rows() if isinstance(chunk, LineChunk) else chunk
+
+
+def _work(chunk: Chunk) -> list[BatchResult]:
     checker = _WORKER_CHECKER
     assert checker is not None, "worker not initialised"
-    return _checked(chunk, checker)
+    return _checked(_rows_of(chunk), checker)
 
 
 def _checked(chunk: list[InputRow], checker: Checker) -> list[BatchResult]:
@@ -112,7 +120,7 @@ def _checked(chunk: list[InputRow], checker: Checker) -> list[BatchResult]:
         gc.enable()
 
 
-def _work_encoded(chunk: list[InputRow], fmt: str) -> tuple[bytes, Summary]:
+def _work_encoded(chunk: Chunk, fmt: str) -> tuple[bytes, Summary]:
     """Check a chunk and serialise it here, in the worker: the parent then only writes bytes and adds counts.
 
     Why: sending results back as objects made the parent unpickle and re-serialise about 2 KB per row, which kept
@@ -131,14 +139,17 @@ def _as_rows(plans: Iterable[Any]) -> Iterator[InputRow]:
     return _numbered(plans)
 
 
+def _as_chunks(plans: Iterable[Any], size: int) -> Iterator[Chunk]:
+    """Chunks of at most ``size`` rows, in order; a source's own (a JSON Lines or CSV input gives its lines as
+    read: the parent then does nothing per line but find it)."""
+    if isinstance(plans, Source):
+        return plans.chunks(max(1, size))
+    return row_chunks(_numbered(plans), size)
+
+
 def _numbered(plans: Iterable[Any]) -> Iterator[InputRow]:
     for number, item in enumerate(plans, 1):
         yield item if isinstance(item, InputRow) else InputRow(number, "plan", item)
-
-
-def _chunks(rows: Iterator[InputRow], size: int) -> Iterator[list[InputRow]]:
-    while chunk := list(itertools.islice(rows, size)):  # in C: the parent reads for two workers
-        yield chunk
 
 
 def check_many(plans: Iterable[Any], *, workers: int = 1, policy: str | os.PathLike[str] | None = None,
@@ -153,10 +164,10 @@ def check_many(plans: Iterable[Any], *, workers: int = 1, policy: str | os.PathL
     """
     rules, pol, site = _paths(rules_dir, policy, site_codes)
     checker = get_checker(rules, pol, site)
-    rows = _as_rows(plans)
     if workers <= 1:
+        rows = _as_rows(plans)
         return (process_rows([row], checker)[0] for row in rows)  # one at a time: the caller may be waiting
-    return _Parallel(rows, workers, (rules, pol, site), chunk_rows).results()
+    return _Parallel(_as_chunks(plans, chunk_rows), workers, (rules, pol, site), chunk_rows).results()
 
 
 def _paths(*paths: str | os.PathLike[str] | None) -> tuple[str | None, ...]:
@@ -182,12 +193,12 @@ class _Parallel:
     chunk (a result that cannot be sent back) is isolated the same way.
     """
 
-    def __init__(self, rows: Iterator[InputRow], workers: int, files: tuple[str | None, ...], chunk_rows: int,
+    def __init__(self, chunks: Iterator[Chunk], workers: int, files: tuple[str | None, ...], chunk_rows: int,
                  fmt: str | None = None):
-        self.rows, self.workers, self.files, self.fmt = rows, workers, files, fmt
+        self.source, self.workers, self.files, self.fmt = chunks, workers, files, fmt
         self.chunk_rows = max(1, chunk_rows)
         self.window = workers * CHUNKS_PER_WORKER
-        self.pending: deque[tuple[Future[Any], list[InputRow]]] = deque()
+        self.pending: deque[tuple[Future[Any], Chunk]] = deque()
         self.pool = self._start()
 
     def _start(self) -> ProcessPoolExecutor:
@@ -216,7 +227,7 @@ class _Parallel:
         """One item per chunk, in input order: a list of results, or (bytes, counts) when ``fmt`` is set."""
         from concurrent.futures.process import BrokenProcessPool
 
-        chunks = _chunks(self.rows, self.chunk_rows)
+        chunks = self.source
         exhausted = False
         try:
             while True:
@@ -251,7 +262,7 @@ class _Parallel:
         # The wait is short: queued chunks are cancelled and at most one chunk per worker is finishing.
         self.pool.shutdown(wait=True, cancel_futures=True)
 
-    def _call(self, chunk: list[InputRow]) -> Future[Any]:
+    def _call(self, chunk: Chunk) -> Future[Any]:
         if self.fmt is None:
             return self.pool.submit(_work, chunk)
         return self.pool.submit(_work_encoded, chunk, self.fmt)
@@ -263,7 +274,7 @@ class _Parallel:
         self.pending = deque((future if _succeeded(future) else self._call(chunk), chunk)
                              for future, chunk in self.pending)
 
-    def _submit(self, chunk: list[InputRow]) -> Future[Any]:
+    def _submit(self, chunk: Chunk) -> Future[Any]:
         from concurrent.futures.process import BrokenProcessPool
 
         try:
@@ -272,11 +283,11 @@ class _Parallel:
             self._restart()
             return self._call(chunk)
 
-    def _isolate(self, chunk: list[InputRow], why: str) -> Any:
+    def _isolate(self, chunk: Chunk, why: str) -> Any:
         """Re-run each row of a lost chunk alone, once, with nothing else in flight; then resume the rest."""
         self._stop()  # running chunks finish (their results are kept), queued ones are cancelled
         self.pool = self._start()
-        outcomes = [self._alone(row, why) for row in chunk]
+        outcomes = [self._alone(row, why) for row in _rows_of(chunk)]
         self.pending = deque((future if _succeeded(future) else self._call(c), c) for future, c in self.pending)
         if self.fmt is None:
             return [result for outcome in outcomes for result in outcome]
@@ -316,31 +327,19 @@ def encoded_batches(plans: Iterable[Any], fmt: str, *, workers: int = 1,
     rules, pol, site = _paths(rules_dir, policy, site_codes)
     if workers <= 1:
         if getattr(plans, "steady", False):
-            return _encoded_chunks(_as_rows(plans), get_checker(rules, pol, site), fmt, chunk_rows)
+            return _encoded_chunks(plans, get_checker(rules, pol, site), fmt, chunk_rows)
         results = check_many(plans, policy=pol, rules_dir=rules, site_codes=site)
         return (_encode_results((r,), fmt) for r in results)
     get_checker(rules, pol, site)  # a bad rule, policy or site file raises here, before any worker starts
-    return _Parallel(_as_rows(plans), workers, (rules, pol, site), chunk_rows, fmt).chunks()
+    return _Parallel(_as_chunks(plans, chunk_rows), workers, (rules, pol, site), chunk_rows, fmt).chunks()
 
 
-def _encoded_chunks(rows: Iterator[InputRow], checker: Checker, fmt: str, size: int
-                    ) -> Iterator[tuple[bytes, Summary]]:
+def _encoded_chunks(plans: Iterable[Any], checker: Checker, fmt: str, size: int) -> Iterator[tuple[bytes, Summary]]:
     """One worker over a steady source: rows checked (process_rows), serialised and counted a chunk at a time, as
     the workers do. If the input fails mid-chunk, the rows read so far are checked and yielded before the error,
-    as they would have been one by one."""
-    chunk: list[InputRow] = []
-    try:
-        for row in rows:
-            chunk.append(row)
-            if len(chunk) >= size:
-                yield _encode_results(_checked(chunk, checker), fmt)
-                chunk = []
-    except BatchInputError:
-        if chunk:
-            yield _encode_results(_checked(chunk, checker), fmt)
-        raise
-    if chunk:
-        yield _encode_results(_checked(chunk, checker), fmt)
+    as they would have been one by one (the chunks end with them: :func:`sources.row_chunks`, LineReader.take)."""
+    for chunk in _as_chunks(plans, size):
+        yield _encode_results(_checked(_rows_of(chunk), checker), fmt)
 
 
 def run_batch(source: Iterable[Any], writer: Writer, *, workers: int = 1, policy: str | None = None,
