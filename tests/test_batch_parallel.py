@@ -270,3 +270,83 @@ def test_a_dead_worker_costs_only_its_row_with_line_chunks(tmp_path: Path, monke
     assert out_two[23]["verdict"] == "error" and "worker process died" in out_two[23]["errors"][0]["msg"]
     assert out_two[:23] + out_two[24:] == out_one[:23] + out_one[24:]
     assert sum(counts.internal for _, counts in two) == 1
+
+
+# ------------------------------------------------------------------------------ output through shared memory
+
+
+def numbered_orders(count: int, marker: int | None = None) -> bytes:
+    good = (EXAMPLES / "orders.jsonl").read_bytes().splitlines()
+    lines = [orjson.dumps({**orjson.loads(good[n % len(good)]), "id": f"R{n}"}) for n in range(count)]
+    if marker is not None:
+        lines[marker] = orjson.dumps({**orjson.loads(lines[marker]), "id": "MISPLACED"})
+    return b"\n".join(lines) + b"\n"
+
+
+def batches(source: Path, workers: int, chunk_rows: int, views: bool = False) -> list[tuple[Any, Any]]:
+    """(output, counts) per chunk; a view is copied as it comes (it is valid only until the next chunk)."""
+    out = []
+    with open_source(source) as rows:
+        for data, counts in encoded_batches(rows, "jsonl", workers=workers, chunk_rows=chunk_rows, views=views):
+            out.append((bytes(data), counts, type(data)))
+    return out
+
+
+def output(parts: list[tuple[Any, ...]]) -> bytes:
+    return b"".join(part[0] for part in parts)
+
+
+def test_chunk_output_comes_through_shared_memory_as_views_released_after_use(tmp_path: Path) -> None:
+    source = tmp_path / "orders.jsonl"
+    source.write_bytes(numbered_orders(90))
+    get_checker()
+    with open_source(source) as rows:
+        chunks = encoded_batches(rows, "jsonl", workers=2, chunk_rows=8, views=True)
+        first, _ = next(chunks)
+        assert isinstance(first, memoryview) and first.readonly
+        held = bytes(first)
+        second, _ = next(chunks)
+        with pytest.raises(ValueError):  # released: its slot may hold another chunk's output by now
+            bytes(first)
+        rest = [bytes(second)] + [bytes(data) for data, _ in chunks]
+    one = batches(source, 1, 8)
+    assert held + b"".join(rest) == output(one)
+    assert output(batches(source, 2, 8)) == output(one)  # bytes (copies) without views
+
+
+def test_output_larger_than_a_slot_comes_through_the_pipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = tmp_path / "orders.jsonl"
+    source.write_bytes(numbered_orders(120))
+    monkeypatch.setattr(batch_module, "SLOT_BYTES", 24 * 1024)  # workers are forked: they inherit it
+    get_checker()
+    two = batches(source, 2, 10, views=True)
+    room = 24 * 1024 - 24  # the slot less its serials and length
+    assert [kind for data, _, kind in two] == [bytes if len(data) > room else memoryview for data, _, _ in two]
+    assert {kind for *_, kind in two} == {memoryview, bytes}  # some chunks fit in a slot, some do not
+    assert output(two) == output(batches(source, 1, 10))
+
+
+def test_a_slot_that_does_not_hold_its_chunk_is_never_read_as_its_output(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker that puts a chunk's output in the wrong slot (a bug that must not become wrong rows): the chunk
+    whose slot it was, and the chunk whose output it is, both fail the serial check, are re-run row by row, and
+    every row is written as one worker writes it."""
+    real = batch_module._work_encoded
+
+    def misplaced(chunk: Any, fmt: str, ticket: Any = None) -> Any:
+        rows = batch_module._rows_of(chunk)
+        if ticket is not None and any(b"MISPLACED" in row.payload for row in rows):
+            slot, serial = ticket
+            ticket = ((slot + 1) % (2 * batch_module.CHUNKS_PER_WORKER), serial)
+        return real(chunk, fmt, ticket)
+
+    misplaced.__module__, misplaced.__qualname__ = real.__module__, real.__qualname__  # pickled by name
+    source = tmp_path / "orders.jsonl"
+    source.write_bytes(numbered_orders(200, marker=57))
+    monkeypatch.setattr(batch_module, "_work_encoded", misplaced)
+    get_checker()
+    two = batches(source, 2, 6)
+    one = batches(source, 1, 6)
+    assert output(two) == output(one)
+    assert sum(counts.internal for _, counts, _ in two) == 0
+    assert sum(counts.rows for _, counts, _ in two) == 200
