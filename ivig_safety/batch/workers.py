@@ -8,14 +8,16 @@ Why batch/ (this module, sources.py, rows.py, writers.py) is built the way it is
   ``internal`` (not the row's fault: it was left unchecked), and the run goes on. A pharmacist reconciling a night's
   orders must be able to match every input line with its output line, and "the row that vanished" is the failure
   that hides an unchecked order. The CLI exits 4 when any row was left unchecked.
-* **Streaming.** Input is read as bytes, one line at a time with a length cap, and decoded per line; at most a
-  bounded window of rows is in flight. Memory stays flat on a million rows, and results are written and flushed
-  as they come, so an interrupted run leaves a valid prefix of the output.
+* **Streaming.** Input is read as bytes, in blocks, every line capped in length (a longer one is skipped, never
+  held), and decoded per line; at most a bounded window of rows is in flight. Memory stays flat on a million rows,
+  and results are written and flushed as they come, so an interrupted run leaves a valid prefix of the output.
 * **One physical line is one row**, in CSV too: a quoted field may not span lines. Otherwise one unbalanced quote
   would swallow the rest of the file into a single record and every following order would go unchecked.
 * **Processes, not threads, for ``workers > 1``.** The checker is thread-safe, but threads share one GIL and the
   work is CPU-bound Python; each worker process builds its own :class:`Checker` in an initializer. The parent only
-  reads lines and writes results, so the heavy work (decoding, validation, rules, messages) scales with the workers.
+  reads lines and writes results, so the heavy work (decoding, validation, rules, messages) scales with the workers;
+  and it does nothing per row that C cannot do, because it shares the cores with them: a chunk goes out as the raw
+  lines (sources.LineChunk), and its output comes back through memory shared with the workers (see _Parallel).
   ``concurrent.futures`` is used rather than ``multiprocessing.Pool.imap`` because a worker that dies (a crash in
   the C core) makes ``imap`` wait forever, while the executor reports it. The rows of a chunk that was lost are
   then re-run one at a time, alone in a fresh pool, so the one row that kills a worker is found and becomes an
