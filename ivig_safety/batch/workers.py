@@ -8,14 +8,16 @@ Why batch/ (this module, sources.py, rows.py, writers.py) is built the way it is
   ``internal`` (not the row's fault: it was left unchecked), and the run goes on. A pharmacist reconciling a night's
   orders must be able to match every input line with its output line, and "the row that vanished" is the failure
   that hides an unchecked order. The CLI exits 4 when any row was left unchecked.
-* **Streaming.** Input is read as bytes, one line at a time with a length cap, and decoded per line; at most a
-  bounded window of rows is in flight. Memory stays flat on a million rows, and results are written and flushed
-  as they come, so an interrupted run leaves a valid prefix of the output.
+* **Streaming.** Input is read as bytes, in blocks, every line capped in length (a longer one is skipped, never
+  held), and decoded per line; at most a bounded window of rows is in flight. Memory stays flat on a million rows,
+  and results are written and flushed as they come, so an interrupted run leaves a valid prefix of the output.
 * **One physical line is one row**, in CSV too: a quoted field may not span lines. Otherwise one unbalanced quote
   would swallow the rest of the file into a single record and every following order would go unchecked.
 * **Processes, not threads, for ``workers > 1``.** The checker is thread-safe, but threads share one GIL and the
   work is CPU-bound Python; each worker process builds its own :class:`Checker` in an initializer. The parent only
-  reads lines and writes results, so the heavy work (decoding, validation, rules, messages) scales with the workers.
+  reads lines and writes results, so the heavy work (decoding, validation, rules, messages) scales with the workers;
+  and it does nothing per row that C cannot do, because it shares the cores with them: a chunk goes out as the raw
+  lines (sources.LineChunk), and its output comes back through memory shared with the workers (see _Parallel).
   ``concurrent.futures`` is used rather than ``multiprocessing.Pool.imap`` because a worker that dies (a crash in
   the C core) makes ``imap`` wait forever, while the executor reports it. The rows of a chunk that was lost are
   then re-run one at a time, alone in a fresh pool, so the one row that kills a worker is found and becomes an
@@ -36,26 +38,40 @@ import gc
 import itertools
 import os
 import signal
+import struct
 import sys
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple
 
 from ..check import Checker, get_checker
-from .rows import BatchInputError, BatchResult, InputRow, _describe, _internal, process_rows
-from .sources import Source
+from .rows import BatchResult, InputRow, _describe, _internal, process_rows
+from .sources import LineChunk, Source, row_chunks
 from .summary import Summary
 from .writers import Writer, _encode_results
 
 if TYPE_CHECKING:  # the process pool is imported when a run uses workers, not by every ``import ivig_safety``
+    import mmap
     from concurrent.futures import Future, ProcessPoolExecutor
 
 #: Rows sent to a worker process at a time, and chunks in flight per worker: enough to hide the round trip,
 #: small enough that memory stays bounded and output keeps flowing. 256 rather than 64: every chunk costs the
-#: parent a future, two pickles and a pipe round trip, and the parent shares the two cores with the workers.
-CHUNK_ROWS = 256
-CHUNKS_PER_WORKER = 4
+#: parent a future, two pickles and a pipe round trip, and the parent shares the two cores with the workers. 512
+#: rather than 256 once the parent no longer did anything per row: the executor's result and feeder threads were
+#: then most of its cost, about 3.5 us a row with 256-row chunks and 2.2 with 512 (measured in one run). Three
+#: chunks per worker keep about 5 MB of output in flight per worker, as four of 256 did; the last chunk alone takes
+#: about 55 ms.
+CHUNK_ROWS = 512
+CHUNKS_PER_WORKER = 3
+#: Output bytes a chunk may hand back through memory shared with the parent (one slot per chunk in flight); a
+#: chunk whose output is larger sends it through the pool's pipe instead. 512 rows write about 1.6 MB.
+SLOT_BYTES = 4 << 20
+#: A slot holds (serial, length), the output, then the serial again: the parent reads a slot only if both serials
+#: are the ones it gave the chunk, and the length is the one the worker reported.
+_SLOT_HEAD = struct.Struct("<QQ")
+_SLOT_TAIL = struct.Struct("<Q")
 
 _WORKER_CHECKER: Checker | None = None
+_WORKER_SLOTS: mmap.mmap | None = None
 
 
 def _die_with_parent(parent: int) -> None:
@@ -72,7 +88,8 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _init_worker(rules_dir: str | None, policy: str | None, site_codes: str | None, parent: int) -> None:
+def _init_worker(rules_dir: str | None, policy: str | None, site_codes: str | None, parent: int,
+                 slots: mmap.mmap | None = None) -> None:
     """Each worker process gets its own rule engine: durable_rules handles and the engine's locks belong to one
     process, and the parent may have been using them when it forked.
 
@@ -80,7 +97,8 @@ def _init_worker(rules_dir: str | None, policy: str | None, site_codes: str | No
     does), which saves each worker the half second of loading them again. Ctrl-C is left to the parent, which shuts
     the pool down and still prints what it finished.
     """
-    global _WORKER_CHECKER
+    global _WORKER_CHECKER, _WORKER_SLOTS
+    _WORKER_SLOTS = slots  # the parent's shared memory, inherited through fork (see _Parallel)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(parent)
     checker = get_checker(rules_dir, policy, site_codes)
@@ -89,10 +107,19 @@ def _init_worker(rules_dir: str | None, policy: str | None, site_codes: str | No
     gc.freeze()  # the rules, catalogue and pint registry live as long as the process: keep them out of GC passes
 
 
-def _work(chunk: list[InputRow]) -> list[BatchResult]:
+#: What the parent sends a worker: rows, or the lines of a JSON Lines or CSV input as read (see sources.LineChunk),
+#: which the worker turns into rows itself.
+Chunk = list[InputRow] | LineChunk
+
+
+def _rows_of(chunk: Chunk) -> list[InputRow]:
+    return chunk.rows() if isinstance(chunk, LineChunk) else chunk
+
+
+def _work(chunk: Chunk) -> list[BatchResult]:
     checker = _WORKER_CHECKER
     assert checker is not None, "worker not initialised"
-    return _checked(chunk, checker)
+    return _checked(_rows_of(chunk), checker)
 
 
 def _checked(chunk: list[InputRow], checker: Checker) -> list[BatchResult]:
@@ -112,13 +139,26 @@ def _checked(chunk: list[InputRow], checker: Checker) -> list[BatchResult]:
         gc.enable()
 
 
-def _work_encoded(chunk: list[InputRow], fmt: str) -> tuple[bytes, Summary]:
+def _work_encoded(chunk: Chunk, fmt: str, ticket: tuple[int, int] | None = None) -> tuple[bytes | int, Summary]:
     """Check a chunk and serialise it here, in the worker: the parent then only writes bytes and adds counts.
 
+    With a ``ticket`` (slot, serial) the output goes into that slot of the shared memory, and only its length comes
+    back through the pool's pipe (see :class:`_Parallel`); without one, or if it does not fit, the bytes do.
+
     Why: sending results back as objects made the parent unpickle and re-serialise about 2 KB per row, which kept
-    it busy a fifth of the time and held two workers well below twice one.
+    it busy a fifth of the time and held two workers well below twice one. Sending the bytes through the pipe
+    still cost the parent about 5 us a row (reading 3 KB a row in 64 KB pieces, copying it twice, unpickling it).
     """
-    return _encode_results(_work(chunk), fmt)
+    data, counts = _encode_results(_work(chunk), fmt)
+    slots = _WORKER_SLOTS
+    if ticket is None or slots is None or len(data) > SLOT_BYTES - _SLOT_HEAD.size - _SLOT_TAIL.size:
+        return data, counts
+    slot, serial = ticket
+    start = slot * SLOT_BYTES + _SLOT_HEAD.size
+    _SLOT_HEAD.pack_into(slots, start - _SLOT_HEAD.size, serial, len(data))
+    slots[start:start + len(data)] = data
+    _SLOT_TAIL.pack_into(slots, start + len(data), serial)
+    return len(data), counts
 
 
 def _ready() -> bool:
@@ -131,14 +171,17 @@ def _as_rows(plans: Iterable[Any]) -> Iterator[InputRow]:
     return _numbered(plans)
 
 
+def _as_chunks(plans: Iterable[Any], size: int) -> Iterator[Chunk]:
+    """Chunks of at most ``size`` rows, in order; a source's own (a JSON Lines or CSV input gives its lines as
+    read: the parent then does nothing per line but find it)."""
+    if isinstance(plans, Source):
+        return plans.chunks(max(1, size))
+    return row_chunks(_numbered(plans), size)
+
+
 def _numbered(plans: Iterable[Any]) -> Iterator[InputRow]:
     for number, item in enumerate(plans, 1):
         yield item if isinstance(item, InputRow) else InputRow(number, "plan", item)
-
-
-def _chunks(rows: Iterator[InputRow], size: int) -> Iterator[list[InputRow]]:
-    while chunk := list(itertools.islice(rows, size)):  # in C: the parent reads for two workers
-        yield chunk
 
 
 def check_many(plans: Iterable[Any], *, workers: int = 1, policy: str | os.PathLike[str] | None = None,
@@ -153,10 +196,10 @@ def check_many(plans: Iterable[Any], *, workers: int = 1, policy: str | os.PathL
     """
     rules, pol, site = _paths(rules_dir, policy, site_codes)
     checker = get_checker(rules, pol, site)
-    rows = _as_rows(plans)
     if workers <= 1:
+        rows = _as_rows(plans)
         return (process_rows([row], checker)[0] for row in rows)  # one at a time: the caller may be waiting
-    return _Parallel(rows, workers, (rules, pol, site), chunk_rows).results()
+    return _Parallel(_as_chunks(plans, chunk_rows), workers, (rules, pol, site), chunk_rows).results()
 
 
 def _paths(*paths: str | os.PathLike[str] | None) -> tuple[str | None, ...]:
@@ -182,13 +225,40 @@ class _Parallel:
     chunk (a result that cannot be sent back) is isolated the same way.
     """
 
-    def __init__(self, rows: Iterator[InputRow], workers: int, files: tuple[str | None, ...], chunk_rows: int,
+    def __init__(self, chunks: Iterator[Chunk], workers: int, files: tuple[str | None, ...], chunk_rows: int,
                  fmt: str | None = None):
-        self.rows, self.workers, self.files, self.fmt = rows, workers, files, fmt
+        self.source, self.workers, self.files, self.fmt = chunks, workers, files, fmt
         self.chunk_rows = max(1, chunk_rows)
         self.window = workers * CHUNKS_PER_WORKER
-        self.pending: deque[tuple[Future[Any], list[InputRow]]] = deque()
-        self.pool = self._start()
+        self.pending: deque[_Flight] = deque()
+        self.serials = itertools.count(1)
+        self.free = list(range(self.window))  # slots of the shared memory not held by a chunk in flight
+        self.slots = self._shared_memory()
+        try:
+            self.pool = self._start()
+        except BaseException:
+            self._release()
+            raise
+
+    def _shared_memory(self) -> mmap.mmap | None:
+        """Where workers put a chunk's output (``fmt`` set): an anonymous shared mapping, one slot per chunk in
+        flight, inherited by the forked workers. None without fork (or without the memory): the output then comes
+        through the pool's pipe, as every chunk's did before.
+
+        Why: a chunk's output (about 800 KB) sent back through the pipe cost the parent's result thread about 5 us a
+        row: read in 64 KB pieces, copied twice, unpickled. From the slot it is copied once. The parent gives each
+        submission a slot no other chunk in flight holds and a serial never given before, and checks both serials
+        and the length before it reads: a slot that is not the chunk's own is never read as its output (the chunk
+        is then re-run row by row, as a failed chunk is)."""
+        import mmap
+        import multiprocessing
+
+        if self.fmt is None or "fork" not in multiprocessing.get_all_start_methods():
+            return None
+        try:
+            return mmap.mmap(-1, self.window * SLOT_BYTES)
+        except (OSError, ValueError):
+            return None
 
     def _start(self) -> ProcessPoolExecutor:
         import multiprocessing
@@ -203,7 +273,7 @@ class _Parallel:
             except (OSError, ValueError, AttributeError):
                 pass
         pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker,
-                                   initargs=(*self.files, os.getpid()))
+                                   initargs=(*self.files, os.getpid(), self.slots))
         try:  # start every worker now and surface an initializer failure here, not as error rows later
             for ready in [pool.submit(_ready) for _ in range(self.workers)]:
                 ready.result()
@@ -212,12 +282,17 @@ class _Parallel:
             raise
         return pool
 
-    def chunks(self) -> Iterator[Any]:
-        """One item per chunk, in input order: a list of results, or (bytes, counts) when ``fmt`` is set."""
+    def chunks(self, views: bool = False) -> Iterator[Any]:
+        """One item per chunk, in input order: a list of results, or (bytes, counts) when ``fmt`` is set.
+
+        With ``views``, the bytes of a chunk whose output is in shared memory are a read-only memoryview of its slot,
+        valid until the next item is asked for (the slot is then released, and may take another chunk's output):
+        the parent writes them without a copy of its own."""
         from concurrent.futures.process import BrokenProcessPool
 
-        chunks = _chunks(self.rows, self.chunk_rows)
+        chunks = self.source
         exhausted = False
+        memory = memoryview(self.slots).toreadonly() if views and self.slots is not None else None
         try:
             while True:
                 while not exhausted and len(self.pending) < self.window:
@@ -225,22 +300,44 @@ class _Parallel:
                     if chunk is None:
                         exhausted = True
                         break
-                    future = self._submit(chunk)  # first: a restart inside it replaces self.pending
-                    self.pending.append((future, chunk))
+                    self._submit(chunk)
                 if not self.pending:
                     return
-                future, chunk = self.pending.popleft()
+                flight = self.pending.popleft()
                 try:
-                    done = future.result()
+                    done = self._outcome(flight, memory)
                 except BrokenProcessPool as exc:
-                    yield self._isolate(chunk, f"a worker process died ({exc})")
-                    continue
+                    done = self._isolate(flight.chunk, f"a worker process died ({exc})")
                 except Exception as exc:  # noqa: BLE001 - e.g. a result that cannot be pickled
-                    yield self._isolate(chunk, _describe(exc))
-                    continue
-                yield done
+                    done = self._isolate(flight.chunk, _describe(exc))
+                try:
+                    yield done
+                finally:  # written (or abandoned): the slot may take the next chunk's output
+                    if isinstance(done[0], memoryview):
+                        done[0].release()
+                    self.free.append(flight.slot)
         finally:
             self._stop()
+            if memory is not None:
+                memory.release()
+            self._release()
+
+    def _outcome(self, flight: _Flight, memory: memoryview | None) -> Any:
+        """The chunk's results, its output read from its slot if it was put there (a view of it, with ``memory``:
+        see :meth:`chunks`)."""
+        done = flight.future.result()
+        if self.fmt is None or not isinstance(done[0], int):
+            return done
+        length, counts = done
+        slots = self.slots
+        start = flight.slot * SLOT_BYTES
+        if slots is None or _SLOT_HEAD.unpack_from(slots, start) != (flight.serial, length) \
+                or _SLOT_TAIL.unpack_from(slots, start + _SLOT_HEAD.size + length) != (flight.serial,):
+            raise RuntimeError("the shared memory slot of a chunk did not hold that chunk's output")
+        start += _SLOT_HEAD.size
+        if memory is not None:
+            return memory[start:start + length], counts
+        return slots[start:start + length], counts
 
     def results(self) -> Iterator[BatchResult]:
         for chunk in self.chunks():
@@ -251,33 +348,51 @@ class _Parallel:
         # The wait is short: queued chunks are cancelled and at most one chunk per worker is finishing.
         self.pool.shutdown(wait=True, cancel_futures=True)
 
-    def _call(self, chunk: list[InputRow]) -> Future[Any]:
+    def _release(self) -> None:
+        if self.slots is not None:
+            try:
+                self.slots.close()
+            except BufferError:  # a view of it is still held by someone: the memory goes when that does
+                pass
+            self.slots = None
+
+    def _call(self, chunk: Chunk, slot: int | None = None) -> _Flight:
+        """Submit a chunk; with a slot, its output is to come back through that slot under a new serial."""
         if self.fmt is None:
-            return self.pool.submit(_work, chunk)
-        return self.pool.submit(_work_encoded, chunk, self.fmt)
+            return _Flight(self.pool.submit(_work, chunk), chunk, slot, 0)
+        serial = next(self.serials)
+        ticket = (slot, serial) if slot is not None and self.slots is not None else None
+        return _Flight(self.pool.submit(_work_encoded, chunk, self.fmt, ticket), chunk, slot, serial)
+
+    def _resubmitted(self) -> deque[_Flight]:
+        """The chunks in flight, those that did not finish submitted again (each keeps its slot, under a new serial:
+        the pool they were in is stopped, so nothing writes to that slot any more)."""
+        return deque(flight if _succeeded(flight.future) else self._call(flight.chunk, flight.slot)
+                     for flight in self.pending)
 
     def _restart(self) -> None:
         """A fresh pool; the chunks in flight that did not finish are submitted to it again, in order."""
         self._stop()
         self.pool = self._start()
-        self.pending = deque((future if _succeeded(future) else self._call(chunk), chunk)
-                             for future, chunk in self.pending)
+        self.pending = self._resubmitted()
 
-    def _submit(self, chunk: list[InputRow]) -> Future[Any]:
+    def _submit(self, chunk: Chunk) -> None:
         from concurrent.futures.process import BrokenProcessPool
 
+        slot = self.free.pop()  # there is one: at most ``window`` chunks are in flight
         try:
-            return self._call(chunk)
+            flight = self._call(chunk, slot)
         except BrokenProcessPool:  # a worker died since the last result: start again, then submit
             self._restart()
-            return self._call(chunk)
+            flight = self._call(chunk, slot)
+        self.pending.append(flight)
 
-    def _isolate(self, chunk: list[InputRow], why: str) -> Any:
+    def _isolate(self, chunk: Chunk, why: str) -> Any:
         """Re-run each row of a lost chunk alone, once, with nothing else in flight; then resume the rest."""
         self._stop()  # running chunks finish (their results are kept), queued ones are cancelled
         self.pool = self._start()
-        outcomes = [self._alone(row, why) for row in chunk]
-        self.pending = deque((future if _succeeded(future) else self._call(c), c) for future, c in self.pending)
+        outcomes = [self._alone(row, why) for row in _rows_of(chunk)]
+        self.pending = self._resubmitted()
         if self.fmt is None:
             return [result for outcome in outcomes for result in outcome]
         counts = Summary()
@@ -286,10 +401,11 @@ class _Parallel:
         return b"".join(data for data, _ in outcomes), counts
 
     def _alone(self, row: InputRow, first: str) -> Any:
+        """One row, in a pool with nothing else in flight (its output through the pipe, not a slot)."""
         from concurrent.futures.process import BrokenProcessPool
 
         try:
-            return self._call([row]).result()
+            return self._call([row]).future.result()
         except BrokenProcessPool as exc:
             self._stop()
             self.pool = self._start()
@@ -306,41 +422,52 @@ class _Parallel:
         return _encode_results(results, self.fmt)
 
 
+class _Flight(NamedTuple):
+    """A chunk in flight: its future, the chunk (to re-run it), its slot of the shared memory and its serial."""
+
+    future: Future[Any]
+    chunk: Chunk
+    slot: int | None
+    serial: int
+
+
 def encoded_batches(plans: Iterable[Any], fmt: str, *, workers: int = 1,
                     policy: str | os.PathLike[str] | None = None, rules_dir: str | os.PathLike[str] | None = None,
-                    chunk_rows: int = CHUNK_ROWS, site_codes: str | os.PathLike[str] | None = None
-                    ) -> Iterator[tuple[bytes, Summary]]:
+                    chunk_rows: int = CHUNK_ROWS, site_codes: str | os.PathLike[str] | None = None,
+                    views: bool = False) -> Iterator[tuple[bytes, Summary]]:
     """:func:`check_many` for writers: yields ``(output bytes, counts)`` a chunk at a time (serialised and counted
     in the workers with several), in input order; with one worker, a row at a time unless ``plans`` is a steady
-    :class:`Source` (a file or a folder). Eager like check_many."""
+    :class:`Source` (a file or a folder). Eager like check_many.
+
+    With ``views`` (for a caller that writes each chunk before it asks for the next: the CLI, :func:`run_batch`),
+    the output bytes may be a read-only memoryview of the workers' shared memory, valid only until the next chunk
+    is asked for: the parent writes them without copying them first."""
     rules, pol, site = _paths(rules_dir, policy, site_codes)
     if workers <= 1:
         if getattr(plans, "steady", False):
-            return _encoded_chunks(_as_rows(plans), get_checker(rules, pol, site), fmt, chunk_rows)
+            return _encoded_chunks(plans, get_checker(rules, pol, site), fmt, chunk_rows)
         results = check_many(plans, policy=pol, rules_dir=rules, site_codes=site)
         return (_encode_results((r,), fmt) for r in results)
     get_checker(rules, pol, site)  # a bad rule, policy or site file raises here, before any worker starts
-    return _Parallel(_as_rows(plans), workers, (rules, pol, site), chunk_rows, fmt).chunks()
+    return _Parallel(_as_chunks(plans, chunk_rows), workers, (rules, pol, site), chunk_rows, fmt).chunks(views)
 
 
-def _encoded_chunks(rows: Iterator[InputRow], checker: Checker, fmt: str, size: int
-                    ) -> Iterator[tuple[bytes, Summary]]:
+def _encoded_chunks(plans: Iterable[Any], checker: Checker, fmt: str, size: int) -> Iterator[tuple[bytes, Summary]]:
     """One worker over a steady source: rows checked (process_rows), serialised and counted a chunk at a time, as
     the workers do. If the input fails mid-chunk, the rows read so far are checked and yielded before the error,
-    as they would have been one by one."""
-    chunk: list[InputRow] = []
-    try:
-        for row in rows:
-            chunk.append(row)
-            if len(chunk) >= size:
-                yield _encode_results(_checked(chunk, checker), fmt)
-                chunk = []
-    except BatchInputError:
-        if chunk:
-            yield _encode_results(_checked(chunk, checker), fmt)
-        raise
-    if chunk:
-        yield _encode_results(_checked(chunk, checker), fmt)
+    as they would have been one by one (the chunks end with them: :func:`sources.row_chunks`, LineReader.take)."""
+    for chunk in _as_chunks(plans, size):
+        yield _encode_results(_checked(_rows_of(chunk), checker), fmt)
+
+
+def write_chunk(writer: Writer, data: bytes | memoryview) -> None:
+    """:meth:`Writer.write_encoded` for a chunk from ``encoded_batches(..., views=True)``: a view of shared memory
+    is written to the writer's stream as it is (write_encoded takes bytes), and flushed the same way."""
+    if isinstance(data, memoryview):
+        writer.stream.write(data)
+        writer.stream.flush()
+    else:
+        writer.write_encoded(data)
 
 
 def run_batch(source: Iterable[Any], writer: Writer, *, workers: int = 1, policy: str | None = None,
@@ -348,8 +475,8 @@ def run_batch(source: Iterable[Any], writer: Writer, *, workers: int = 1, policy
     """Check every row of ``source``, write the results as they come, and return the counts."""
     summary = Summary()
     for data, counts in encoded_batches(source, writer.format, workers=workers, policy=policy,
-                                        site_codes=site_codes):
-        writer.write_encoded(data)
+                                        site_codes=site_codes, views=True):  # each chunk written before the next
+        write_chunk(writer, data)
         summary.merge(counts)
         if on_rows is not None:
             on_rows(counts.rows)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import click
 
 from ..batch import WRITERS, BatchInputError, Source, Summary, encoded_batches, open_source
+from ..batch.workers import write_chunk
 from ..formats.render import clean_text
 from .options import (EXIT_BLOCK, EXIT_INTERNAL, EXIT_INVALID, EXIT_OK, EXIT_WARN, fail, load_checker, policy_option,
                       site_codes_option)
@@ -183,7 +184,8 @@ def batch(input_path: str, output: str | None, fmt: str | None, input_format: st
         except OSError as exc:
             fail(f"{output}: cannot write: {exc.strerror or exc}")
         # workers start now, before the progress bar's thread exists (they are forked)
-        batches = encoded_batches(source, fmt, workers=workers, policy=policy, site_codes=site_codes)
+        # views: each chunk's output is written before the next is asked for (see encoded_batches)
+        batches = encoded_batches(source, fmt, workers=workers, policy=policy, site_codes=site_codes, views=True)
         summary = Summary()
         code: int | None = None
         show_progress = sys.stderr.isatty() and not quiet
@@ -192,7 +194,7 @@ def batch(input_path: str, output: str | None, fmt: str | None, input_format: st
             writer = WRITERS[fmt](stream)
             with reporter if reporter is not None else nullcontext():
                 for data, counts in batches:
-                    writer.write_encoded(data)
+                    write_chunk(writer, data)
                     summary.merge(counts)
                     if reporter is not None:
                         reporter.advance(counts.rows)
