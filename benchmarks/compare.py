@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 
 #: Run in each build's own process; prints "batch_us check_us compiled".
 _CHILD = r'''
-import gc, json, os, sys, tempfile, time
+import gc, os, sys, tempfile, time
 sys.path.append(BENCHMARKS)
 import bench
 import ivig_safety
@@ -36,12 +36,7 @@ from ivig_safety import get_checker
 from ivig_safety.batch import JsonlWriter, open_source, run_batch
 checker = get_checker()
 lines = bench.generate(ROWS, 1, checker)
-plans = []
-for line in lines:
-    try:
-        plans.append(json.loads(line))
-    except ValueError:
-        pass
+plans = bench.json_plans(lines)
 folder = tempfile.mkdtemp()
 source = os.path.join(folder, "plans.jsonl")
 with open(source, "wb") as out:

@@ -9,11 +9,13 @@ batch, cli, service) add nothing clinical. May import pipeline, knowledge and mo
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping  # not typing.Mapping: its isinstance costs a microsecond per plan
+from collections.abc import Iterator, Mapping  # not typing.Mapping: its isinstance costs a microsecond per plan
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +230,24 @@ class Checker:
         (``model_construct``, or filling ``__dict__`` by hand) was measured slower than pydantic-core's validation."""
         return _validate_report(report_data(parsed, sources, facts, fired, findings, self.policy,
                                             self._ruleset_identity, self._policy_identity))
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector paused for the block, and on again after it, however it ends; a collector that
+    is off already (a nested pause, or whoever runs this process switched it off) is left off.
+
+    For work that makes no reference cycles and keeps many objects alive meanwhile: a batch chunk (batch/workers.py)
+    and the ``check`` command (cli/check.py). The collector's passes there free nothing and only walk live objects
+    again; when it runs again, whatever cyclic garbage the block did leave is still collected."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _detached(exc: Exception) -> Exception:

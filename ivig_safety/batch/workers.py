@@ -43,7 +43,7 @@ import sys
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple
 
-from ..check import Checker, get_checker
+from ..check import Checker, collector_paused, get_checker
 from .rows import BatchResult, InputRow, _describe, _internal, process_rows
 from .sources import LineChunk, Source, row_chunks
 from .summary import Summary
@@ -130,13 +130,8 @@ def _checked(chunk: list[InputRow], checker: Checker) -> list[BatchResult]:
     the collector's passes during a chunk find nothing; they only walk the chunk's live objects again and again
     (measured: 8 to 10% of a row's CPU). It runs again when the chunk is done, so anything cyclic a chunk did leave
     is still collected, a chunk later; a chunk is bounded in rows and line length, so memory stays bounded."""
-    if not gc.isenabled():  # paused already (a nested call) or switched off by whoever runs this process
+    with collector_paused():
         return process_rows(chunk, checker)
-    gc.disable()
-    try:
-        return process_rows(chunk, checker)
-    finally:
-        gc.enable()
 
 
 def _work_encoded(chunk: Chunk, fmt: str, ticket: tuple[int, int] | None = None) -> tuple[bytes | int, Summary]:
@@ -460,23 +455,13 @@ def _encoded_chunks(plans: Iterable[Any], checker: Checker, fmt: str, size: int)
         yield _encode_results(_checked(_rows_of(chunk), checker), fmt)
 
 
-def write_chunk(writer: Writer, data: bytes | memoryview) -> None:
-    """:meth:`Writer.write_encoded` for a chunk from ``encoded_batches(..., views=True)``: a view of shared memory
-    is written to the writer's stream as it is (write_encoded takes bytes), and flushed the same way."""
-    if isinstance(data, memoryview):
-        writer.stream.write(data)
-        writer.stream.flush()
-    else:
-        writer.write_encoded(data)
-
-
 def run_batch(source: Iterable[Any], writer: Writer, *, workers: int = 1, policy: str | None = None,
               on_rows: Callable[[int], None] | None = None, site_codes: str | None = None) -> Summary:
     """Check every row of ``source``, write the results as they come, and return the counts."""
     summary = Summary()
     for data, counts in encoded_batches(source, writer.format, workers=workers, policy=policy,
                                         site_codes=site_codes, views=True):  # each chunk written before the next
-        write_chunk(writer, data)
+        writer.write_encoded(data)
         summary.merge(counts)
         if on_rows is not None:
             on_rows(counts.rows)

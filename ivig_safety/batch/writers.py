@@ -111,7 +111,9 @@ class Writer:
     def write(self, result: BatchResult) -> None:
         self.write_encoded(self.encode(result))
 
-    def write_encoded(self, data: bytes) -> None:
+    def write_encoded(self, data: bytes | memoryview) -> None:
+        """Write and flush a chunk's output: bytes, or a view of the workers' shared memory
+        (``encoded_batches(..., views=True)``), written as it is, without a copy."""
         self.stream.write(data)
         self.stream.flush()
 

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import click
 
 from ..batch import WRITERS, BatchInputError, Source, Summary, encoded_batches, open_source
-from ..batch.workers import write_chunk
 from ..formats.render import clean_text
 from .options import (EXIT_BLOCK, EXIT_INTERNAL, EXIT_INVALID, EXIT_OK, EXIT_WARN, fail, load_checker, policy_option,
                       site_codes_option)
@@ -194,7 +193,7 @@ def batch(input_path: str, output: str | None, fmt: str | None, input_format: st
             writer = WRITERS[fmt](stream)
             with reporter if reporter is not None else nullcontext():
                 for data, counts in batches:
-                    write_chunk(writer, data)
+                    writer.write_encoded(data)
                     summary.merge(counts)
                     if reporter is not None:
                         reporter.advance(counts.rows)

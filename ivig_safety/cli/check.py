@@ -19,6 +19,7 @@ from typing import Any, BinaryIO, Callable
 
 import click
 
+from ..check import collector_paused
 from ..formats.render import clean_text, console, render_json, render_text
 from ..knowledge.yamlio import JsonSyntaxError, YamlError, parse_json, parse_yaml
 from ..model.errors import EngineError, InvalidPlanError
@@ -77,13 +78,8 @@ def _collector_paused(command: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> None:
-        if not gc.isenabled():  # paused already, or switched off by whoever runs this process: leave it so
+        with collector_paused():
             return command(*args, **kwargs)
-        gc.disable()
-        try:
-            return command(*args, **kwargs)
-        finally:
-            gc.enable()
 
     return run
 
