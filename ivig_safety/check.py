@@ -1,8 +1,8 @@
 """The one core every shell calls: ``check(plan) -> Report``.
 
 Parse and validate (model/plan.py) -> normalise to facts (pipeline/facts.py) -> evaluate rules (pipeline/engine.py)
--> combine caps into suggestions (pipeline/suggest.py) -> the report's data (pipeline/assemble.py) -> a Report
-(model/report.py). The shells above it (formats,
+-> combine caps into suggestions (pipeline/suggest.py) -> the Report (model/report.py), built in
+pipeline/assemble.py. The shells above it (formats,
 batch, cli, service) add nothing clinical. May import pipeline, knowledge and model.
 """
 
@@ -33,14 +33,10 @@ from .pipeline.engine import Engine
 from .pipeline.facts import Facts, build_facts
 from .pipeline.findings import FindingData, build_finding, explain_rule, merge_findings
 from .pipeline.label import Knowledge
-from .pipeline.assemble import report_data
+from .pipeline.assemble import build_report
 
 
 _SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
-
-
-#: Report.model_validate less its Python wrapper: the same validator, so the same report.
-_validate_report = Report.__pydantic_validator__.validate_python
 
 
 def _severity_rank(finding: FindingData) -> int:
@@ -218,18 +214,9 @@ class Checker:
 
     def _report(self, parsed: Plan, sources: dict[str, str] | None, facts: Facts, fired: list[Rule],
                 findings: list[FindingData]) -> Report:
-        """The report of a checked plan: its suggestion, summary and dispense (pipeline/assemble.py, as plain data),
-        and the findings as models.
-
-        Why one ``Report.model_validate`` of plain data rather than a model per part: pydantic-core then builds every
-        nested model (findings, summary, schedule steps, dispense, vials) in one pass in Rust, where each model's
-        ``__init__`` is a Python call of its own (measured: 0.91 of the time of this part, schedule steps still
-        models). The data is validated by the very same schemas as before, so the report is the same, field for
-        field; the parts that already are models (rate triples, the rule set's and the policy's identity) are kept
-        as they are (pydantic does not revalidate instances). Building models without validation
-        (``model_construct``, or filling ``__dict__`` by hand) was measured slower than pydantic-core's validation."""
-        return _validate_report(report_data(parsed, sources, facts, fired, findings, self.policy,
-                                            self._ruleset_identity, self._policy_identity))
+        """The report of a checked plan (pipeline/assemble.py)."""
+        return build_report(parsed, sources, facts, fired, findings, self.policy, self._ruleset_identity,
+                            self._policy_identity)
 
 
 @contextmanager

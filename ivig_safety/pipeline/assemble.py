@@ -1,5 +1,9 @@
-"""The last stage of a check: the report's content as plain data, from the facts, the rules that fired, their
-findings and the suggestion (``Checker._report`` validates it into a :class:`~ivig_safety.model.report.Report`).
+"""The last stage of a check: the :class:`~ivig_safety.model.report.Report`, from the facts, the rules that fired,
+their findings and the suggestion.
+
+The report's models are built with :func:`~ivig_safety.model.trusted.trusted`, not validated again: every value here
+was computed from a validated plan (see model/trusted.py for why, and for what that asks of this module: each float
+field a ``float``, every field in its model's order, containers of the report's own).
 
 Why a module of its own: it runs once per ``check()`` and is plain arithmetic and dict building, which mypyc compiles
 (pyproject.toml, ``mypyc-modules``); check.py, whose Checker the tests patch per instance, stays Python.
@@ -12,43 +16,53 @@ from typing import Any
 from ..knowledge.policy import Policy
 from ..knowledge.rules import Rule
 from ..model.plan import Plan
-from ..model.report import verdict_of
+from ..model.report import (DispenseReport, Finding, PlanSummary, PolicyIdentity, Report, RuleSetIdentity,
+                            VialCount, verdict_of)
+from ..model.trusted import trusted
 from .facts import Facts
 from .findings import FindingData
 from .suggest import exceeds, rate_triple, suggest
 
 
-def report_data(parsed: Plan, sources: dict[str, str] | None, facts: Facts, fired: list[Rule],
-                findings: list[FindingData], policy: Policy, ruleset: Any, policy_identity: Any) -> dict[str, Any]:
-    """The fields of a Report for this plan, as plain data (the rate triples and the two identities as the models
-    they already are: pydantic does not validate a model instance again)."""
+def build_report(parsed: Plan, sources: dict[str, str] | None, facts: Facts, fired: list[Rule],
+                 findings: list[FindingData], policy: Policy, ruleset: RuleSetIdentity,
+                 policy_identity: PolicyIdentity) -> Report:
+    """The report of a checked plan: its findings, the suggested cap and schedule, the plan's summary, the dispense,
+    and the identities of the rule set and policy that produced it."""
     suggestion = suggest(facts, fired, policy)
-    values = facts.values
-    weight_kg = facts.weight_kg
-    return {
+    return trusted(Report, {
         "verdict": verdict_of({f["severity"] for f in findings}),
-        "plan": {
-            "id": parsed.id, "product": facts.product.id, "product_name": facts.product.name,
-            "indication": facts.indication, "labelled": bool(values["labelled"]),
-            "weight_kg": round(values["weight"], 6), "dosing_weight_kg": round(weight_kg, 6),
-            "dosing_weight_method": facts.dosing.method,
-            "concentration_mg_per_ml": facts.concentration, "risk_factors": sorted(facts.risk_factors),
-            "derived_risk_factors": sorted(facts.derived_risk_factors), "days": int(values["days"]),
-            "dose_per_day_g": round(values["dose_per_day"] * weight_kg, 3),
-            "dose_per_day_g_per_kg": round(values["dose_per_day"], 4),
-            "daily_volume_ml": round(values["daily_volume"], 3),
-            "plan_infusion_min": round(values["infusion_time"], 2),
-            "sources": sources,
-        },
-        "findings": findings,
+        "plan": plan_summary(parsed, sources, facts),
+        # a finding of a static rule is cached per label and shared by every plan (findings.build_finding): each
+        # report gets its own dict and lists, as validation gave it
+        "findings": [trusted(Finding, {**f, "rules": list(f["rules"]), "kinds": list(f["kinds"])}) for f in findings],
         "suggested_max_rate": rate_triple(facts, suggestion.max_rate, policy),
         "suggested_steps": suggestion.steps,
         "suggested_infusion_min": suggestion.total_min,
-        "dispense": dispense_data(facts),
+        "dispense": dispense_report(facts),
         "ruleset": ruleset,
         "policy": policy_identity,
         "pump_tolerance_used": tolerance_used(facts),
-    }
+    })
+
+
+def plan_summary(parsed: Plan, sources: dict[str, str] | None, facts: Facts) -> PlanSummary:
+    """What the engine believed about the plan, as the report shows it."""
+    values = facts.values
+    weight_kg = facts.weight_kg
+    return trusted(PlanSummary, {
+        "id": parsed.id, "product": facts.product.id, "product_name": facts.product.name,
+        "indication": facts.indication, "labelled": bool(values["labelled"]),
+        "weight_kg": round(float(values["weight"]), 6), "dosing_weight_kg": round(float(weight_kg), 6),
+        "dosing_weight_method": facts.dosing.method,
+        "concentration_mg_per_ml": float(facts.concentration), "risk_factors": sorted(facts.risk_factors),
+        "derived_risk_factors": sorted(facts.derived_risk_factors), "days": int(values["days"]),
+        "dose_per_day_g": round(float(values["dose_per_day"]) * weight_kg, 3),
+        "dose_per_day_g_per_kg": round(float(values["dose_per_day"]), 4),
+        "daily_volume_ml": round(float(values["daily_volume"]), 3),
+        "plan_infusion_min": round(float(values["infusion_time"]), 2),
+        "sources": dict(sources) if sources is not None else None,
+    })
 
 
 def tolerance_used(facts: Facts) -> list[str]:
@@ -65,11 +79,13 @@ def tolerance_used(facts: Facts) -> list[str]:
     return used
 
 
-def dispense_data(facts: Facts) -> dict[str, Any]:
-    """What pharmacy prepares, as the fields of :class:`DispenseReport`."""
+def dispense_report(facts: Facts) -> DispenseReport:
+    """What pharmacy prepares."""
     d = facts.dispense
-    return {
-        "prescribed_dose_g": round(d.dose_g, 3), "dose_g": round(d.rounded_dose_g, 3), "rounding": d.rounding,
-        "volume_ml": round(facts.values["daily_volume"], 3),
-        "vials": [{"size": vial.label, "count": count} for vial, count in d.vials], "waste_g": d.waste_g,
-    }
+    waste = d.waste_g
+    return trusted(DispenseReport, {
+        "prescribed_dose_g": round(float(d.dose_g), 3), "dose_g": round(float(d.rounded_dose_g), 3),
+        "rounding": d.rounding, "volume_ml": round(float(facts.values["daily_volume"]), 3),
+        "vials": [trusted(VialCount, {"size": vial.label, "count": count}) for vial, count in d.vials],
+        "waste_g": float(waste) if waste is not None else None,
+    })

@@ -16,7 +16,8 @@ from ..knowledge.fields import SCALE
 from ..knowledge.policy import Policy
 from ..knowledge.rules import Cap, Rule
 from ..model.rates import rate_to_mg_per_kg_min
-from ..model.report import RateTriple
+from ..model.report import RateTriple, ScheduleStep
+from ..model.trusted import trusted
 from .facts import Facts
 
 
@@ -47,13 +48,6 @@ def _resolution(policy: Policy) -> float:
     return policy["pump_rate_resolution"].canonical * 60.0
 
 
-#: RateTriple's own pydantic-core validator, called directly: ``RateTriple.model_validate`` and ``RateTriple(...)``
-#: add half again in Python (measured 0.50 against 0.79 and 0.74 us a triple; a plan's schedule makes about three new
-#: ones). The same schema and config validate the data, so the model is the same. ``RateTriple.model_construct`` was
-#: slower still (2.2 us): it fills the fields in Python.
-_validate_triple = RateTriple.__pydantic_validator__.validate_python
-
-
 def _new_triple(facts: Facts, rate_mg_kg_min: float, resolution: float) -> RateTriple:
     """:func:`rate_triple` for a rate not yet memoised, the pump's increment (mL/h) given."""
     ml_per_h = facts.ml_per_h(rate_mg_kg_min)
@@ -63,7 +57,8 @@ def _new_triple(facts: Facts, rate_mg_kg_min: float, resolution: float) -> RateT
     pump = round(pump, 6)
     concentration = facts.concentration
     mg = _tidy(min(pump / 60.0 * concentration / facts.weight_kg, rate_mg_kg_min))
-    triple = _validate_triple({"mg/kg/min": mg, "mL/kg/min": _tidy(mg / concentration), "mL/h": pump})
+    # built, not validated (model/trusted.py): three floats computed here
+    triple = trusted(RateTriple, {"mg_per_kg_min": mg, "ml_per_kg_min": _tidy(mg / concentration), "ml_per_h": pump})
     facts.triples[rate_mg_kg_min] = triple
     return triple
 
@@ -83,9 +78,7 @@ def _floor3(value: float) -> float:
 @dataclass(frozen=True, slots=True)
 class Suggestion:
     max_rate: float  # mg/kg/min, exact (before pump rounding)
-    #: :class:`ScheduleStep`'s fields as plain data (the rate a RateTriple): the Report validates them with the rest,
-    #: in one pass in pydantic-core, which costs less than a ScheduleStep.__init__ per step.
-    steps: list[dict[str, Any]]
+    steps: list[ScheduleStep]
     total_min: float
 
 
@@ -132,7 +125,7 @@ def _rungs(facts: Facts, cap: float, policy: Policy) -> list[tuple[float, float]
     return rungs
 
 
-def _schedule(facts: Facts, rungs: list[tuple[float, float]], policy: Policy) -> tuple[list[dict[str, Any]], float]:
+def _schedule(facts: Facts, rungs: list[tuple[float, float]], policy: Policy) -> tuple[list[ScheduleStep], float]:
     """Program the rungs until the day's volume is in. No step is shorter than the policy's ``min_schedule_step``
     (a label hold of 10 min becomes 15), except the last when the dose runs out; a final rung that would run
     shorter than that is dropped and the step before it runs on until the dose is in (slower, never faster)."""
@@ -160,6 +153,7 @@ def _schedule(facts: Facts, rungs: list[tuple[float, float]], policy: Policy) ->
         remaining -= volume
         if last:
             break
-    steps = [{"step": n, "rate": triple, "duration_min": round(minutes, 2), "volume_ml": _floor3(volume)}
+    steps = [trusted(ScheduleStep, {"step": n, "rate": triple, "duration_min": round(minutes, 2),
+                                    "volume_ml": _floor3(volume)})
              for n, (triple, minutes, volume) in enumerate(plan, 1)]
     return steps, round(sum(minutes for _, minutes, _ in plan), 2)
