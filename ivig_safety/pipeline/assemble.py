@@ -18,6 +18,7 @@ from ..knowledge.rules import Rule
 from ..model.plan import Plan
 from ..model.report import (DispenseReport, Finding, PlanSummary, PolicyIdentity, Report, RuleSetIdentity,
                             VialCount, verdict_of)
+from ..model.numbers import round_to
 from ..model.trusted import trusted
 from .facts import Facts
 from .findings import FindingData
@@ -53,14 +54,14 @@ def plan_summary(parsed: Plan, sources: dict[str, str] | None, facts: Facts) -> 
     return trusted(PlanSummary, {
         "id": parsed.id, "product": facts.product.id, "product_name": facts.product.name,
         "indication": facts.indication, "labelled": bool(values["labelled"]),
-        "weight_kg": round(float(values["weight"]), 6), "dosing_weight_kg": round(float(weight_kg), 6),
+        "weight_kg": round_to(float(values["weight"]), 6), "dosing_weight_kg": round_to(float(weight_kg), 6),
         "dosing_weight_method": facts.dosing.method,
         "concentration_mg_per_ml": float(facts.concentration), "risk_factors": sorted(facts.risk_factors),
         "derived_risk_factors": sorted(facts.derived_risk_factors), "days": int(values["days"]),
-        "dose_per_day_g": round(float(values["dose_per_day"]) * weight_kg, 3),
-        "dose_per_day_g_per_kg": round(float(values["dose_per_day"]), 4),
-        "daily_volume_ml": round(float(values["daily_volume"]), 3),
-        "plan_infusion_min": round(float(values["infusion_time"]), 2),
+        "dose_per_day_g": round_to(float(values["dose_per_day"]) * weight_kg, 3),
+        "dose_per_day_g_per_kg": round_to(float(values["dose_per_day"]), 4),
+        "daily_volume_ml": round_to(float(values["daily_volume"]), 3),
+        "plan_infusion_min": round_to(float(values["infusion_time"]), 2),
         "sources": dict(sources) if sources is not None else None,
     })
 
@@ -84,8 +85,8 @@ def dispense_report(facts: Facts) -> DispenseReport:
     d = facts.dispense
     waste = d.waste_g
     return trusted(DispenseReport, {
-        "prescribed_dose_g": round(float(d.dose_g), 3), "dose_g": round(float(d.rounded_dose_g), 3),
-        "rounding": d.rounding, "volume_ml": round(float(facts.values["daily_volume"]), 3),
+        "prescribed_dose_g": round_to(float(d.dose_g), 3), "dose_g": round_to(float(d.rounded_dose_g), 3),
+        "rounding": d.rounding, "volume_ml": round_to(float(facts.values["daily_volume"]), 3),
         "vials": [trusted(VialCount, {"size": vial.label, "count": count}) for vial, count in d.vials],
         "waste_g": float(waste) if waste is not None else None,
     })

@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import Iterable, NamedTuple
 
 from ..knowledge.policy import Policy
+from ..model.numbers import round_to
 
 _INCH_CM = 2.54
 
@@ -161,8 +162,8 @@ def dispense(dose_g: float, rounded: float, note: str, vials: list[Vial]) -> Dis
     if at == len(totals):  # beyond the table: the largest vial, as many as it takes
         largest = vials[-1]
         count = math.ceil(rounded / largest.grams - 1e-9)
-        return Dispense(dose_g, rounded, note, [(largest, count)], round(count * largest.grams - rounded, 3))
+        return Dispense(dose_g, rounded, note, [(largest, count)], round_to(count * largest.grams - rounded, 3))
     counts = best[totals[at]]
     chosen = [(vial, count) for vial, count in zip(vials, counts, strict=True) if count]
     return Dispense(dose_g, rounded, note, sorted(chosen, key=lambda p: -p[0].grams),
-                    round(totals[at] / 10 - rounded, 3))
+                    round_to(totals[at] / 10 - rounded, 3))

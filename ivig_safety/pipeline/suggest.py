@@ -15,6 +15,7 @@ from typing import Any
 from ..knowledge.fields import SCALE
 from ..knowledge.policy import Policy
 from ..knowledge.rules import Cap, Rule
+from ..model.numbers import round_significant, round_to
 from ..model.rates import rate_to_mg_per_kg_min
 from ..model.report import RateTriple, ScheduleStep
 from ..model.trusted import trusted
@@ -54,7 +55,7 @@ def _new_triple(facts: Facts, rate_mg_kg_min: float, resolution: float) -> RateT
     pump = math.floor(ml_per_h / resolution + 1e-9) * resolution
     if pump <= 0:  # smaller than one pump increment: keep the exact figure rather than round to zero
         pump = ml_per_h
-    pump = round(pump, 6)
+    pump = round_to(pump, 6)
     concentration = facts.concentration
     mg = _tidy(min(pump / 60.0 * concentration / facts.weight_kg, rate_mg_kg_min))
     # built, not validated (model/trusted.py): three floats computed here
@@ -65,8 +66,7 @@ def _new_triple(facts: Facts, rate_mg_kg_min: float, resolution: float) -> RateT
 
 def _tidy(value: float) -> float:
     """Drop float noise (0.04000000000000001) where that does not round up past the value itself."""
-    # "%.10g" % value is the text f"{value:.10g}" gives (both PyOS_double_to_string 'g', 10 digits), a little faster
-    tidy = float("%.10g" % value)
+    tidy = round_significant(value, 10)  # float(f"{value:.10g}"), without the text
     return tidy if tidy <= value else value
 
 
@@ -153,7 +153,7 @@ def _schedule(facts: Facts, rungs: list[tuple[float, float]], policy: Policy) ->
         remaining -= volume
         if last:
             break
-    steps = [trusted(ScheduleStep, {"step": n, "rate": triple, "duration_min": round(minutes, 2),
+    steps = [trusted(ScheduleStep, {"step": n, "rate": triple, "duration_min": round_to(minutes, 2),
                                     "volume_ml": _floor3(volume)})
              for n, (triple, minutes, volume) in enumerate(plan, 1)]
-    return steps, round(sum(minutes for _, minutes, _ in plan), 2)
+    return steps, round_to(sum(minutes for _, minutes, _ in plan), 2)
