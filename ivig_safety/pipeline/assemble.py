@@ -31,12 +31,11 @@ def build_report(parsed: Plan, sources: dict[str, str] | None, facts: Facts, fir
     """The report of a checked plan: its findings, the suggested cap and schedule, the plan's summary, the dispense,
     and the identities of the rule set and policy that produced it."""
     suggestion = suggest(facts, fired, policy)
+    cached = facts.label.findings
     return trusted(Report, {
         "verdict": verdict_of({f["severity"] for f in findings}),
         "plan": plan_summary(parsed, sources, facts),
-        # a finding of a static rule is cached per label and shared by every plan (findings.build_finding): each
-        # report gets its own dict and lists, as validation gave it
-        "findings": [trusted(Finding, {**f, "rules": list(f["rules"]), "kinds": list(f["kinds"])}) for f in findings],
+        "findings": [trusted(Finding, _own(f, cached)) for f in findings],
         "suggested_max_rate": rate_triple(facts, suggestion.max_rate, policy),
         "suggested_steps": suggestion.steps,
         "suggested_infusion_min": suggestion.total_min,
@@ -45,6 +44,15 @@ def build_report(parsed: Plan, sources: dict[str, str] | None, facts: Facts, fir
         "policy": policy_identity,
         "pump_tolerance_used": tolerance_used(facts),
     })
+
+
+def _own(finding: FindingData, cached: dict[str, FindingData]) -> FindingData:
+    """A finding's data for this report's model alone. A static rule's finding is cached per product and indication
+    and shared by every plan (findings.build_finding): the report gets a copy, with lists of its own, as validation
+    gave it, so that changing one report's finding changes no other. Every other finding was built for this plan."""
+    if cached.get(finding["rule"]) is not finding:
+        return finding
+    return {**finding, "rules": list(finding["rules"]), "kinds": list(finding["kinds"])}
 
 
 def plan_summary(parsed: Plan, sources: dict[str, str] | None, facts: Facts) -> PlanSummary:
