@@ -31,16 +31,9 @@ from .model.plan import Plan
 from .model.report import PolicyIdentity, Report, RuleSetIdentity
 from .pipeline.engine import Engine
 from .pipeline.facts import Facts, build_facts
-from .pipeline.findings import FindingData, build_finding, explain_rule, merge_findings
+from .pipeline.findings import FindingData, explain_rule, plan_findings
 from .pipeline.label import Knowledge
 from .pipeline.assemble import build_report
-
-
-_SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
-
-
-def _severity_rank(finding: FindingData) -> int:
-    return _SEVERITY_ORDER[finding["severity"]]
 
 
 def bundled_rules_dir() -> Path:
@@ -202,10 +195,7 @@ class Checker:
 
     def _findings(self, item: tuple[Facts, list[Rule]]) -> tuple[Facts, list[Rule], list[FindingData]]:
         facts, fired = item
-        findings = merge_findings(fired, [build_finding(rule, facts, self.policy) for rule in fired], facts)
-        if len(findings) > 1:  # (a stable sort: findings of one severity keep the rule files' order)
-            findings.sort(key=_severity_rank)
-        return facts, fired, findings
+        return facts, fired, plan_findings(fired, facts, self.policy)
 
     def _run(self, plan: Any) -> tuple[Report, Facts, list[Rule]]:
         parsed, sources = self._parse(plan)  # a Plan instance too: it may have been built or copied without validation

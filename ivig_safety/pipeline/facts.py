@@ -85,18 +85,17 @@ class Facts:
         values = self.values
         w, c = self.weight_kg, self.concentration
         factors: dict[str, float] | None = None  # per variant suffix, for this patient (computed when first needed)
-        get = values.get
         for key, base, subtrahend in split.minus_label:
-            value = get(base)
+            value = values.get(base)
             if value is not None:
                 out[key] = (round(value * SCALE) if type(value) is float else _encoded(value)) - subtrahend
         for key, base, other, variant in split.dynamic:
-            value = get(base)
+            value = values.get(base)
             if value is None:
                 continue  # an unset flag or an absent optional value: no clause on it can match
             # the common cases of _encoded (floats, flags) inline: this loop runs for every plan
             if other is not None:
-                second = get(other)
+                second = values.get(other)
                 if second is not None:
                     out[key] = (round(value * SCALE) if type(value) is float else _encoded(value)) \
                         - (round(second * SCALE) if type(second) is float else _encoded(second))

@@ -17,7 +17,7 @@ from ..model.errors import EngineError
 from ..model.rates import mg_per_kg_min_to
 from ..model.units import ParsedUnit, Shape, format_number
 from .facts import Facts
-from .suggest import cap_value, exceeds, rate_triple
+from .suggest import cap_value, rate_triple
 
 _UNIT_OF = {"weight": "kg", "dosing_weight": "kg", "daily_volume": "mL", "daily_volume_per_kg": "mL/kg",
             "initial_hold": "min", "time_at_initial": "min", "infusion_time": "min", "concentration": "mg/mL"}
@@ -273,6 +273,22 @@ def finding_json(finding: FindingData) -> dict[str, Any]:
             "rules": list(finding["rules"]), "kinds": list(finding["kinds"])}
 
 
+_SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
+
+
+def _severity_rank(finding: FindingData) -> int:
+    return _SEVERITY_ORDER[finding["severity"]]
+
+
+def plan_findings(fired: list[Rule], facts: Facts, policy: Policy) -> list[FindingData]:
+    """The findings of the rules that fired for a plan: one per decision (:func:`merge_findings`), the most severe
+    first. The sort is stable: findings of one severity keep the rule files' order."""
+    findings = merge_findings(fired, [build_finding(rule, facts, policy) for rule in fired], facts)
+    if len(findings) > 1:
+        findings.sort(key=_severity_rank)
+    return findings
+
+
 def merge_findings(fired: list[Rule], findings: list[FindingData], facts: Facts) -> list[FindingData]:
     """One finding per decision. Rules of one ``group``, or imposing the same cap, at the same severity, become one
     finding that keeps every reason (message), every source (citation) and every rule id; the rest pass through.
@@ -302,11 +318,30 @@ def merge_findings(fired: list[Rule], findings: list[FindingData], facts: Facts)
         merged.append({
             **members[0],
             "message": " ".join(dict.fromkeys(f["message"] for f in members)),
-            "citation": "; ".join(dict.fromkeys(part for f in members for part in f["citation"].split("; "))),
+            "citation": _merged_citation(tuple(f["citation"] for f in members), facts.label.merged_citations),
             "step": min((f["step"] for f in members if f["step"] is not None), default=None),
             "rules": [r for f in members for r in f["rules"]],
             "kinds": list(dict.fromkeys(k for f in members for k in f["kinds"])),
         })
+    return merged
+
+
+#: Merged citations kept per label (LabelFacts.merged_citations) before it is emptied and fills again: a label's
+#: citations are filled once (findings._for_label), so its merges recur; a citation that shows a plan's own value
+#: could make new ones without end.
+MERGED_CITATIONS_PER_LABEL = 256
+
+
+def _merged_citation(citations: tuple[str, ...], memo: dict[tuple[str, ...], str]) -> str:
+    """Every source of the merged rules once, in order: each citation split at "; " and joined again.
+
+    Kept per label: splitting the citations was the largest part of merging (a sixth of the findings stage)."""
+    merged = memo.get(citations)
+    if merged is None:
+        merged = "; ".join(dict.fromkeys(part for citation in citations for part in citation.split("; ")))
+        if len(memo) >= MERGED_CITATIONS_PER_LABEL:
+            memo.clear()
+        memo[citations] = merged
     return merged
 
 

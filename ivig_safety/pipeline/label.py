@@ -63,6 +63,7 @@ class LabelFacts:
     findings: dict[str, Any] = field(default_factory=dict)  # rendered static findings (findings.build_finding)
     templates: dict[tuple[str, str], Any] = field(default_factory=dict)  # rule templates filled for it (findings.py)
     encodings: dict[Any, Any] = field(default_factory=dict)  # the engine keys fixed by this label (facts.py)
+    merged_citations: dict[tuple[str, ...], str] = field(default_factory=dict)  # findings.merge_findings
 
 
 def label_facts(product: Product, indication: str, policy: Policy, knowledge: Knowledge) -> LabelFacts:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 from ..knowledge.fields import SCALE
 from ..knowledge.policy import Policy
