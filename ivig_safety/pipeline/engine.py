@@ -1,8 +1,9 @@
 """Rule evaluation with durable_rules: facts in, the ids of every rule that fired out. The only module that imports
-durable_rules, so the engine can be replaced behind this interface.
+durable_rules, so the engine can be replaced behind this interface. (The per-plan loop of an evaluation, assert,
+read what fired, retract, is in pipeline/session.py, which mypyc compiles; this module hands it the C core.)
 
-Why it drives durable_rules' C core directly instead of ``durable.engine.Host`` (measured pitfalls, see
-shared/reference/engineering-notes.md):
+Why it drives durable_rules' C core directly instead of ``durable.engine.Host`` (pitfalls measured while building
+it):
 
 * Facts, not events: a posted event is consumed by the first matching rule, an asserted fact fires every match.
   Each evaluation asserts one fact and retracts it afterwards, so evaluations share nothing.
@@ -10,7 +11,7 @@ shared/reference/engineering-notes.md):
   inside the engine at all: the fired rules are read off the engine's action queue, and any error the engine
   reports is raised as :class:`EngineError`; the plan then gets no verdict.
 * Host starts timer threads, and one ruleset is not safe to share between threads (segfaults, mixed results).
-  Here each ruleset handle belongs to one :class:`_Session`; sessions live in a pool and a thread checks one out
+  Here each ruleset handle belongs to one :class:`~.session.Session`; sessions live in a pool and a thread checks one out
   for the whole evaluation, so no handle is ever used by two threads at once. Handles are never freed by
   durable_rules, so the pool is bounded and sessions are reused.
 * More than 64 rules matching one fact make durable_rules fire nothing (error 303), so rules are split into
@@ -27,16 +28,15 @@ import threading
 from typing import Any
 
 from .. import _durable_rules_engine as _dre
-import orjson
 
 from ..knowledge.rules import RuleSet
 from ..model.errors import EngineError, RuleFileError
 from .facts import encoding_plan
+from .session import Session
 
 #: What evaluates the rules: durable_rules' C core, vendored unmodified (third_party/durable_rules/README.md).
 ENGINE_VERSION = "durable_rules 2.0.28 C core (vendored, built with ivig-safety)"
 RULES_PER_RULESET = 48
-_NOT_HANDLED = 1  # durable_rules: no rule matched the fact
 _CREATE_LOCK = threading.Lock()  # ruleset creation touches the C core's global tables
 _RULESET_NAMES = itertools.count()
 
@@ -55,75 +55,28 @@ def _renamed(condition: dict[str, Any], keys: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-class _Session:
-    """One set of durable_rules handles, used by one thread at a time."""
+def _new_session(chunks: list[dict[str, Any]]) -> Session:
+    """A session with a ruleset handle per chunk of rules; a rule the C core's compiler refuses is a RuleFileError."""
+    with _CREATE_LOCK:
+        try:
+            handles = [_dre.create_ruleset(f"ivig_{next(_RULESET_NAMES)}", json.dumps(chunk)) for chunk in chunks]
+        except Exception as exc:  # durable_rules_engine.error: a condition its compiler refuses
+            rules = ", ".join(rule for chunk in chunks for rule in chunk)
+            raise RuleFileError("rules/safety", None, f"durable_rules refused the rule set ({exc}); "
+                                                      f"rules: {rules}") from exc
+    return Session(_dre, handles)
 
-    def __init__(self, chunks: list[dict[str, Any]]):
-        with _CREATE_LOCK:
-            try:
-                self.handles = [
-                    _dre.create_ruleset(f"ivig_{next(_RULESET_NAMES)}", json.dumps(chunk)) for chunk in chunks
-                ]
-            except Exception as exc:  # durable_rules_engine.error: a condition its compiler refuses
-                rules = ", ".join(rule for chunk in chunks for rule in chunk)
-                raise RuleFileError("rules/safety", None, f"durable_rules refused the rule set ({exc}); "
-                                                          f"rules: {rules}") from exc
-        self.counter = itertools.count(1)
 
-    def close(self) -> None:
-        """Free the C core's rulesets (durable_rules never frees them itself: about 350 KB a session)."""
-        handles, self.handles = self.handles, []
-        for handle in handles:
-            # the session's state first: deleting only the ruleset leaves about 0.5 MB of a used session behind
-            try:
-                _dre.delete_state(handle, "0")
-            except _dre.error:  # no state yet (the session failed before its first fact): nothing to free
-                pass
-            _dre.delete_ruleset(handle)
-
-    def run(self, fact: dict[str, Any]) -> set[str]:
-        fired: set[str] = set()
-        fact = {**fact, "sid": "0", "id": next(self.counter)}
-        text = orjson.dumps(fact).decode()
-        for handle in self.handles:
-            result = _dre.assert_fact(handle, text)
-            code = result[0]
-            if code == 0:
-                try:
-                    fired.update(self._drain(handle, result[1]))
-                finally:
-                    self._retract(handle, text)
-            elif code != _NOT_HANDLED:
-                raise EngineError(f"durable_rules refused the facts (code {code})")
-            else:
-                self._retract(handle, text)
-        return fired
-
-    @staticmethod
-    def _drain(handle: int, state: int) -> list[str]:
-        names: list[str] = []
-        started = _dre.start_action_for_state(handle, state)
-        if not started:
-            return names
-        message = started[1]
-        while True:
-            # The rule an action message is for is its one key. Rule ids are kebab-case (checked at load), so the
-            # key needs no JSON unescaping and the rest of the message (a copy of the fact) need not be parsed.
-            if message[:2] != '{"':
-                raise EngineError(f"unexpected action message from durable_rules: {message[:80]!r}")
-            names.append(message[2:message.index('"', 2)])
-            following = _dre.complete_and_start_action(handle, state)
-            if not following:
-                return names
-            message = following
-
-    @staticmethod
-    def _retract(handle: int, text: str) -> None:
-        result = _dre.retract_fact(handle, text)
-        if result[0] not in (0, _NOT_HANDLED):
-            raise EngineError(f"durable_rules could not retract the facts (code {result[0]})")
-        if result[0] == 0 and _dre.start_action_for_state(handle, result[1]):
-            raise EngineError("a rule fired on retraction; rules must not test for absence")
+def _close(session: Session) -> None:
+    """Free the C core's rulesets of a session (durable_rules never frees them itself: about 350 KB a session)."""
+    handles, session.handles = session.handles, []
+    for handle in handles:
+        # the session's state first: deleting only the ruleset leaves about 0.5 MB of a used session behind
+        try:
+            _dre.delete_state(handle, "0")
+        except _dre.error:  # no state yet (the session failed before its first fact): nothing to free
+            pass
+        _dre.delete_ruleset(handle)
 
 
 class Engine:
@@ -145,12 +98,12 @@ class Engine:
         self._max = max_sessions or max(4, 2 * (os.cpu_count() or 1))
         self._lock = threading.Lock()
         self._available = threading.Condition(self._lock)
-        self._idle: list[_Session] = [_Session(self._chunks)]  # compile now: a refused rule fails at load
+        self._idle: list[Session] = [_new_session(self._chunks)]  # compile now: a refused rule fails at load
         self._created = 1
         self._waiting = 0  # threads waiting for a session (changed under the lock)
         self._closed = False
 
-    def _checkout(self) -> _Session:
+    def _checkout(self) -> Session:
         try:
             return self._idle.pop()  # the common case: list.pop is atomic, no lock needed (nor taken per plan)
         except IndexError:
@@ -169,12 +122,12 @@ class Engine:
                 finally:
                     self._waiting -= 1
         try:
-            return _Session(self._chunks)
+            return _new_session(self._chunks)
         except BaseException:
             self._discard()
             raise
 
-    def _checkin(self, session: _Session) -> None:
+    def _checkin(self, session: Session) -> None:
         self._idle.append(session)  # atomic; the lock only when a thread is waiting or the engine was closed
         if self._waiting or self._closed:
             with self._lock:
@@ -184,11 +137,11 @@ class Engine:
                     self._available.notify()
                     return
             for left in idle:
-                left.close()  # the engine was closed while this session was out
+                _close(left)  # the engine was closed while this session was out
 
-    def _discard(self, session: _Session | None = None) -> None:
+    def _discard(self, session: Session | None = None) -> None:
         if session is not None:
-            session.close()
+            _close(session)
         with self._lock:
             self._created -= 1
             self._available.notify()
@@ -201,7 +154,7 @@ class Engine:
             self._closed = True
             idle, self._idle = self._idle, []
         for session in idle:
-            session.close()
+            _close(session)
 
     def __del__(self) -> None:
         try:
