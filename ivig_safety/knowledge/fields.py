@@ -9,7 +9,7 @@ unit where one is needed), and the fact builder fills exactly these fields. Rate
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 from ..model.units import Shape
 
@@ -17,7 +17,7 @@ Kind = Literal["quantity", "number", "bool", "text"]
 
 #: Every number reaches the rule engine as an integer in millionths of its canonical unit. Integers dodge the
 #: durable_rules parser bug with exponents ("5e-05" is rejected) and make "exactly the maximum" compare exactly.
-SCALE = 1_000_000
+SCALE: Final = 1_000_000
 
 #: Separates the two fields of a difference key ("peak_rate__minus__max_rate"), see rules.difference_key.
 DIFFERENCE = "__minus__"

@@ -6,6 +6,7 @@ this function.
 from __future__ import annotations
 
 import math
+from typing import Final
 
 
 def format_number(value: float, significant: int = 4) -> str:
@@ -26,8 +27,8 @@ def format_number(value: float, significant: int = 4) -> str:
 
 
 #: Exact powers of ten (every one up to 1e22 is a double exactly).
-_POWERS = tuple(float(10 ** n) for n in range(23))
-_TWO_TO_52 = 4503599627370496.0  # from here up a double has no fraction
+_POWERS: Final = tuple(float(10 ** n) for n in range(23))
+_TWO_TO_52: Final = 4503599627370496.0  # from here up a double has no fraction
 
 
 def round_to(value: float, digits: int) -> float:

@@ -8,7 +8,7 @@ Why templates are filled here and not in the rule engine: the engine sees intege
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any, Callable, Final
 
 from ..knowledge.fields import FIELDS, SCALE
 from ..knowledge.policy import Policy
@@ -19,10 +19,10 @@ from ..model.units import ParsedUnit, Shape, format_number
 from .facts import Facts
 from .suggest import cap_value, rate_triple
 
-_UNIT_OF = {"weight": "kg", "dosing_weight": "kg", "daily_volume": "mL", "daily_volume_per_kg": "mL/kg",
+_UNIT_OF: Final = {"weight": "kg", "dosing_weight": "kg", "daily_volume": "mL", "daily_volume_per_kg": "mL/kg",
             "initial_hold": "min", "time_at_initial": "min", "infusion_time": "min", "concentration": "mg/mL"}
 #: Durations between courses are shown in days.
-_DAYS = {"since_previous_course", "label_interval_min", "weight_age"}
+_DAYS: Final = {"since_previous_course", "label_interval_min", "weight_age"}
 
 
 def format_rate(facts: Facts, rate: float, unit: ParsedUnit) -> str:
@@ -139,7 +139,7 @@ def _policy_value(key: str) -> Getter:
     return lambda s: _format_policy(s.policy[key])
 
 
-_ABSENT = object()
+_ABSENT: Final = object()
 
 
 def _fact(name: str) -> Getter:
@@ -170,7 +170,7 @@ def _risk_factors(s: _Scope) -> str:
     return ", ".join(present) or "none"
 
 
-_NAMED: dict[str, Getter] = {
+_NAMED: Final[dict[str, Getter]] = {
     "step": lambda s: str(s.step) if s.step is not None else "-",
     "step_rate": lambda s: format_rate(s.facts, s.facts.steps[s.step - 1].rate, s.unit) if s.step else "-",
     "over_cap_steps": lambda s: _step_list(s.over) if s.over else "no step",
@@ -273,7 +273,7 @@ def finding_json(finding: FindingData) -> dict[str, Any]:
             "rules": list(finding["rules"]), "kinds": list(finding["kinds"])}
 
 
-_SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
+_SEVERITY_ORDER: Final = {"critical": 0, "warning": 1, "info": 2}
 
 
 def _severity_rank(finding: FindingData) -> int:
@@ -329,7 +329,7 @@ def merge_findings(fired: list[Rule], findings: list[FindingData], facts: Facts)
 #: Merged citations kept per label (LabelFacts.merged_citations) before it is emptied and fills again: a label's
 #: citations are filled once (findings._for_label), so its merges recur; a citation that shows a plan's own value
 #: could make new ones without end.
-MERGED_CITATIONS_PER_LABEL = 256
+MERGED_CITATIONS_PER_LABEL: Final = 256
 
 
 def _merged_citation(citations: tuple[str, ...], memo: dict[tuple[str, ...], str]) -> str:

@@ -6,7 +6,7 @@ cached in. facts.py joins it with each plan.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from ..knowledge.catalogue import ClassKnowledge, Guidelines, Vocabulary
 from ..knowledge.fields import SCALE, flag_key
@@ -39,7 +39,7 @@ class Knowledge:
 
 #: One engine unit (a millionth of mg/kg/min). A label's "less than X" is checked as "at or above X is too fast" by
 #: lowering the cap by this much: the engine compares integer millionths, so ``rate > X - 1e-6`` is ``rate >= X``.
-_STRICTLY_BELOW = 1.0 / SCALE
+_STRICTLY_BELOW: Final = 1.0 / SCALE
 
 
 @dataclass(frozen=True)

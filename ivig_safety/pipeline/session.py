@@ -9,13 +9,13 @@ and calls it by attribute, so a test that replaces one of the core's functions r
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
 from ..model.errors import EngineError
 
-_NOT_HANDLED = 1  # durable_rules: no rule matched the fact
+_NOT_HANDLED: Final = 1  # durable_rules: no rule matched the fact
 
 
 class Session:
