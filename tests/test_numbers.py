@@ -10,7 +10,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from ivig_safety.model.numbers import round_significant, round_to
+from ivig_safety.model.numbers import round_int, round_significant, round_to
 
 
 def _same(a: float, b: float) -> bool:
@@ -52,6 +52,29 @@ def test_round_significant_is_g_formatting(value: float, significant: int) -> No
     assert _same(round_significant(value, significant), float("%.*g" % (significant, value))), (value, significant)
 
 
+@given(st.one_of(_ANY_FLOAT, _REPORT_FLOATS, _near_ties(), st.floats(-3, 3), st.integers(0, 10 ** 6).map(lambda n: n / 2)))
+@example(0.5)
+@example(1.5)
+@example(2.5)
+@example(-0.5)
+@example(-0.49999999999999994)
+@example(0.49999999999999994)
+@example(4503599627370495.5)
+@example(4503599627370497.0)
+@example(1e300)
+def test_round_int_is_round(value: float) -> None:
+    """The engine's integer millionths: the same int as round(), or the same error (NaN, infinity)."""
+    try:
+        expected: int | type[Exception] = round(value)
+    except (ValueError, OverflowError) as exc:
+        expected = type(exc)
+    try:
+        got: int | type[Exception] = round_int(value)
+    except (ValueError, OverflowError) as exc:
+        got = type(exc)
+    assert got == expected and type(got) is type(expected), value
+
+
 def test_round_to_returns_a_float_for_an_int() -> None:
     """A report's float field must hold a float (its JSON says 0.0, not 0), even where a sum of nothing is 0."""
     assert type(round_to(0, 2)) is float and type(round_to(3, 1)) is float
@@ -74,3 +97,5 @@ def test_the_fast_roundings_agree_on_many_random_doubles(seed: int) -> None:
         digits, significant = rng.randint(0, 8), rng.randint(1, 15)
         assert _same(round_to(value, digits), round(value, digits)), (value, digits)
         assert _same(round_significant(value, significant), float("%.*g" % (significant, value))), (value, significant)
+        if math.isfinite(value * 1e6):
+            assert round_int(value * 1e6) == round(value * 1e6), value

@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import Iterable, NamedTuple
 
 from ..knowledge.policy import Policy
-from ..model.numbers import round_to
+from ..model.numbers import round_int, round_to
 
 _INCH_CM = 2.54
 
@@ -100,7 +100,7 @@ def _reachable(vials: list[Vial]) -> tuple[list[int], dict[int, tuple[int, ...]]
 
 @lru_cache(maxsize=64)
 def _reachable_grams(grams: tuple[float, ...]) -> tuple[list[int], dict[int, tuple[int, ...]]]:
-    units = [round(g * 10) for g in grams]
+    units = [round_int(g * 10) for g in grams]
     best: dict[int, tuple[int, ...]] = {0: tuple(0 for _ in grams)}
     for total in range(1, _TABLE_LIMIT_G * 10 + 1):
         choice: tuple[int, ...] | None = None
@@ -137,12 +137,12 @@ def round_dose(dose_g: float, vials: list[Vial], policy: Policy) -> tuple[float,
     tolerance = policy["dose_rounding_tolerance"]
     rounded, note = dose_g, "none"
     if method == "nearest-5g":
-        candidate = round(dose_g / 5.0) * 5.0
+        candidate = round_int(dose_g / 5.0) * 5.0
         if candidate > 0 and abs(candidate - dose_g) <= tolerance * dose_g:
             rounded, note = candidate, "nearest 5 g"
     elif method == "nearest-vial" and vials:
         totals, _ = _reachable(vials)
-        at = bisect.bisect_left(totals, round(dose_g * 10))
+        at = bisect.bisect_left(totals, round_int(dose_g * 10))
         near = [totals[i] / 10 for i in (at - 1, at) if 0 <= i < len(totals)]
         if near:
             candidate = min(near, key=lambda g: (abs(g - dose_g), g))

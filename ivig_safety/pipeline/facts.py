@@ -19,6 +19,7 @@ from ..knowledge.products import DoseRegimen, Product
 from ..model.bounds import MAX_DOSE_G_PER_KG, RATE_MG_KG_MIN
 from ..model.errors import InvalidPlanError
 from ..model.plan import Plan
+from ..model.numbers import round_int
 from ..model.rates import rate_to_mg_per_kg_min
 from ..model.units import ParsedUnit, Quantity, Shape, format_number
 from .dosing import Dispense, DosingWeight, dispense, dosing_weight, round_dose
@@ -88,7 +89,7 @@ class Facts:
         for key, base, subtrahend in split.minus_label:
             value = values.get(base)
             if value is not None:
-                out[key] = (round(value * SCALE) if type(value) is float else _encoded(value)) - subtrahend
+                out[key] = (round_int(value * SCALE) if type(value) is float else _encoded(value)) - subtrahend
         for key, base, other, variant in split.dynamic:
             value = values.get(base)
             if value is None:
@@ -97,14 +98,14 @@ class Facts:
             if other is not None:
                 second = values.get(other)
                 if second is not None:
-                    out[key] = (round(value * SCALE) if type(value) is float else _encoded(value)) \
-                        - (round(second * SCALE) if type(second) is float else _encoded(second))
+                    out[key] = (round_int(value * SCALE) if type(value) is float else _encoded(value)) \
+                        - (round_int(second * SCALE) if type(second) is float else _encoded(second))
             elif variant:
                 if factors is None:
                     factors = {"ml_per_kg_min": 1.0 / c, "ml_per_min": w / c, "mg_per_min": w, "kg": w / 1000.0}
-                out[key] = round(value * factors[variant] * SCALE)
+                out[key] = round_int(value * factors[variant] * SCALE)
             elif type(value) is float:
-                out[key] = round(value * SCALE)
+                out[key] = round_int(value * SCALE)
             elif value is True:
                 out[key] = 1
             else:
@@ -214,7 +215,7 @@ def _encoded(value: Any) -> Any:
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, float):
-        return round(value * SCALE)
+        return round_int(value * SCALE)
     if isinstance(value, int):
         return value * SCALE
     return value
@@ -354,12 +355,12 @@ def _timeline(steps: list[StepFacts], daily_volume: float, weight: float, concen
     remaining = daily_volume
     elapsed = 0.0
     held: float | None = None
-    initial_key = round(initial_rate * SCALE)
+    initial_key = round_int(initial_rate * SCALE)
     for step in steps:
         ml_per_min = step.rate * weight / concentration
         needed = remaining / ml_per_min
         minutes = needed if step.duration_min is None else min(step.duration_min, needed)
-        if held is None and round(step.rate * SCALE) > initial_key:
+        if held is None and round_int(step.rate * SCALE) > initial_key:
             held = elapsed
         elapsed += minutes
         remaining -= minutes * ml_per_min

@@ -14,6 +14,7 @@ from ..knowledge.fields import FIELDS, SCALE
 from ..knowledge.policy import Policy
 from ..knowledge.rules import Rule
 from ..model.errors import EngineError
+from ..model.numbers import round_int
 from ..model.rates import mg_per_kg_min_to
 from ..model.units import ParsedUnit, Shape, format_number
 from .facts import Facts
@@ -252,8 +253,8 @@ FindingData = dict[str, Any]
 def _render(rule: Rule, facts: Facts, policy: Policy) -> FindingData:
     cap = cap_value(rule.cap, facts) if rule.cap is not None else None
     if cap is not None:
-        limit = round(cap * SCALE)  # exceeds(), inline: once per step of every finding with a cap
-        over = [s.index + 1 for s in facts.steps if round(s.rate * SCALE) > limit]
+        limit = round_int(cap * SCALE)  # exceeds(), inline: once per step of every finding with a cap
+        over = [s.index + 1 for s in facts.steps if round_int(s.rate * SCALE) > limit]
     else:
         over = []
     step = 1 if rule.step == "first" else (over[0] if rule.step == "over-cap" and over else None)
@@ -300,7 +301,7 @@ def merge_findings(fired: list[Rule], findings: list[FindingData], facts: Facts)
         if rule.group is not None:
             key: Any = (finding["severity"], "group", rule.group)
         elif rule.cap is not None:
-            key = (finding["severity"], "cap", round(cap_value(rule.cap, facts) * SCALE))
+            key = (finding["severity"], "cap", round_int(cap_value(rule.cap, facts) * SCALE))
         else:
             key = rule.id
         members = groups.get(key)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ..knowledge.fields import SCALE
 from ..knowledge.policy import Policy
 from ..knowledge.rules import Cap, Rule
-from ..model.numbers import round_significant, round_to
+from ..model.numbers import round_int, round_significant, round_to
 from ..model.rates import rate_to_mg_per_kg_min
 from ..model.report import RateTriple, ScheduleStep
 from ..model.trusted import trusted
@@ -30,7 +30,7 @@ def cap_value(cap: Cap, facts: Facts) -> float:
 
 def exceeds(rate: float, cap: float) -> bool:
     """The engine's comparison (integer millionths of mg/kg/min), so Python and the rules agree at the boundary."""
-    return round(rate * SCALE) > round(cap * SCALE)
+    return round_int(rate * SCALE) > round_int(cap * SCALE)
 
 
 def rate_triple(facts: Facts, rate_mg_kg_min: float, policy: Policy) -> RateTriple:
@@ -101,20 +101,20 @@ def _rungs(facts: Facts, cap: float, policy: Policy) -> list[tuple[float, float]
 
     Rates are compared as :func:`exceeds` does (integer millionths of mg/kg/min), each figure scaled once."""
     initial = float(facts.values["initial_rate"])
-    cap_m = round(cap * SCALE)
-    initial_m = round(initial * SCALE)
+    cap_m = round_int(cap * SCALE)
+    initial_m = round_int(initial * SCALE)
     if cap_m <= initial_m:
         return [(cap, math.inf)]
     rates: list[float]
     if facts.titration_ladder:
-        rates = [r for r in facts.titration_ladder if cap_m > round(r * SCALE)]
-        if not rates or round(rates[0] * SCALE) != initial_m:
-            rates = [initial] + [r for r in rates if round(r * SCALE) > initial_m]
+        rates = [r for r in facts.titration_ladder if cap_m > round_int(r * SCALE)]
+        if not rates or round_int(rates[0] * SCALE) != initial_m:
+            rates = [initial] + [r for r in rates if round_int(r * SCALE) > initial_m]
     else:
         factor = float(policy["titration_factor_when_label_silent"])
         rates = []
         rate = initial
-        while cap_m > round(rate * SCALE):
+        while cap_m > round_int(rate * SCALE):
             rates.append(rate)
             rate *= factor
     interval = facts.titration_interval
