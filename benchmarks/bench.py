@@ -196,9 +196,8 @@ def stage_breakdown(path: Path, checker: Checker) -> tuple[int, dict[str, float]
     from ivig_safety.batch.rows import CHECKED_TOGETHER, _decode, _echo, _RowError, process_rows
     from ivig_safety.batch.summary import Summary
     from ivig_safety.batch.writers import ENCODERS, _encode_results, encode_row
-    from ivig_safety.check import _SEVERITY_ORDER
     from ivig_safety.model.report import verdict_of
-    from ivig_safety.pipeline.findings import build_finding, finding_json, merge_findings
+    from ivig_safety.pipeline.findings import finding_json, plan_findings
     from ivig_safety.pipeline.suggest import max_rate, rate_triple
 
     spent = dict.fromkeys(STAGES, 0)
@@ -240,12 +239,7 @@ def stage_breakdown(path: Path, checker: Checker) -> tuple[int, dict[str, float]
             fired = stage("engine", facts, lambda i, f: (f, [rules[r] for r in engine.evaluate(
                 f.encode(engine.encoding))]))
 
-            def render(i: int, item: tuple[Any, Any]) -> tuple[Any, Any, Any]:
-                merged = merge_findings(item[1], [build_finding(rule, item[0], policy) for rule in item[1]], item[0])
-                merged.sort(key=lambda f: _SEVERITY_ORDER[f["severity"]])
-                return item[0], item[1], merged
-
-            found = stage("findings rendering", fired, render)
+            found = stage("findings rendering", fired, lambda i, x: (x[0], x[1], plan_findings(x[1], x[0], policy)))
             capped = stage("suggestions", found, lambda i, x: (*x, rate_triple(x[0], max_rate(x[0], x[1]), policy)))
             dumped = stage("dumping", capped, lambda i, x: (*x, tuple(map(finding_json, x[2]))))
             plan_ids = dict(decoded)
