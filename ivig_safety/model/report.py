@@ -14,6 +14,13 @@ Severity = Literal["info", "warning", "critical"]
 Verdict = Literal["ok", "warn", "block"]
 
 
+#: BaseModel's four instance slots' setters (``__dict__``, ``__pydantic_fields_set__``, ``__pydantic_extra__``,
+#: ``__pydantic_private__``), for model/trusted.py: it is compiled by mypyc, possibly where pydantic is not installed
+#: (the build's own environment), so it takes pydantic's class from here rather than importing it.
+MODEL_SLOT_SETTERS = tuple(BaseModel.__dict__[name].__set__ for name in (
+    "__dict__", "__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__"))
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, validate_by_name=True, validate_by_alias=True, serialize_by_alias=True)
 

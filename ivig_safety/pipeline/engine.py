@@ -28,6 +28,7 @@ import threading
 from typing import Any
 
 from .. import _durable_rules_engine as _dre
+import orjson
 
 from ..knowledge.rules import RuleSet
 from ..model.errors import EngineError, RuleFileError
@@ -64,7 +65,7 @@ def _new_session(chunks: list[dict[str, Any]]) -> Session:
             rules = ", ".join(rule for chunk in chunks for rule in chunk)
             raise RuleFileError("rules/safety", None, f"durable_rules refused the rule set ({exc}); "
                                                       f"rules: {rules}") from exc
-    return Session(_dre, handles)
+    return Session(_dre, orjson.dumps, handles)
 
 
 def _close(session: Session) -> None:

@@ -4,14 +4,14 @@ retract the fact. The per-plan half of pipeline/engine.py, in a module of its ow
 
 engine.py keeps everything else: creating and freeing the C core's rulesets, the pool of sessions, the locks. It is
 also the only module that imports the C core (tests/test_layers.py): a :class:`Session` is handed the core module
-and calls it by attribute, so a test that replaces one of the core's functions reaches sessions already made.
+and calls it by attribute, so a test that replaces one of the core's functions reaches sessions already made. It is
+handed the JSON serialiser too (orjson's ``dumps``): mypyc compiles this module in the build's own environment, where
+the runtime dependencies may not be installed, so it imports none.
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
-
-import orjson
 
 from ..model.errors import EngineError
 
@@ -21,8 +21,9 @@ _NOT_HANDLED: Final = 1  # durable_rules: no rule matched the fact
 class Session:
     """One set of durable_rules ruleset handles, used by one thread at a time (engine.Engine checks sessions out)."""
 
-    def __init__(self, core: Any, handles: list[int]) -> None:
+    def __init__(self, core: Any, dumps: Any, handles: list[int]) -> None:
         self.core = core
+        self.dumps = dumps  # a dict -> JSON bytes
         self.handles = handles
         self.asserted = 0  # facts asserted so far: each gets the next id
 
@@ -31,7 +32,7 @@ class Session:
         again, however the evaluation ends, so evaluations share nothing."""
         core = self.core
         self.asserted += 1
-        text = orjson.dumps({**fact, "sid": "0", "id": self.asserted}).decode()
+        text: str = self.dumps({**fact, "sid": "0", "id": self.asserted}).decode()
         fired: set[str] = set()
         for handle in self.handles:
             result = core.assert_fact(handle, text)
