@@ -2,8 +2,8 @@
 
 Parse and validate (model/plan.py) -> normalise to facts (pipeline/facts.py) -> evaluate rules (pipeline/engine.py)
 -> combine caps into suggestions (pipeline/suggest.py) -> the Report (model/report.py), built in
-pipeline/assemble.py. The shells above it (formats,
-batch, cli, service) add nothing clinical. May import pipeline, knowledge and model.
+pipeline/assemble.py. The shells above it (formats, batch, cli, service) add nothing clinical. May import pipeline,
+knowledge and model.
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ Why a module of its own: it runs once per ``check()`` and is plain arithmetic an
 
 from __future__ import annotations
 
-
 from ..knowledge.policy import Policy
 from ..knowledge.rules import Rule
 from ..model.plan import Plan

@@ -11,8 +11,8 @@ it):
   inside the engine at all: the fired rules are read off the engine's action queue, and any error the engine
   reports is raised as :class:`EngineError`; the plan then gets no verdict.
 * Host starts timer threads, and one ruleset is not safe to share between threads (segfaults, mixed results).
-  Here each ruleset handle belongs to one :class:`~.session.Session`; sessions live in a pool and a thread checks one out
-  for the whole evaluation, so no handle is ever used by two threads at once. Handles are never freed by
+  Here each ruleset handle belongs to one :class:`~.session.Session`; sessions live in a pool and a thread checks
+  one out for the whole evaluation, so no handle is ever used by two threads at once. Handles are never freed by
   durable_rules, so the pool is bounded and sessions are reused.
 * More than 64 rules matching one fact make durable_rules fire nothing (error 303), so rules are split into
   rulesets of at most ``RULES_PER_RULESET``.
