@@ -13,7 +13,7 @@ import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterable, NamedTuple
+from typing import Iterable
 
 from ..knowledge.policy import Policy
 from ..model.numbers import round_int, round_to
@@ -21,11 +21,17 @@ from ..model.numbers import round_int, round_to
 _INCH_CM = 2.54
 
 
-class DosingWeight(NamedTuple):
-    """The weight doses are calculated on (a named tuple: one is built per plan)."""
+@dataclass(frozen=True, slots=True, init=False)
+class DosingWeight:
+    """The weight doses are calculated on. (``__init__`` written out: one is built per plan; compiled, it is native
+    code, see facts.StepFacts.)"""
 
     kg: float
     method: str  # what was used and why, for the report
+
+    def __init__(self, kg: float, method: str) -> None:
+        object.__setattr__(self, "kg", kg)
+        object.__setattr__(self, "method", method)
 
 
 def ideal_body_weight(height_cm: float, sex: str) -> float:
@@ -113,13 +119,24 @@ def _reachable_grams(grams: tuple[float, ...]) -> tuple[list[int], dict[int, tup
     return sorted(t for t in best if t > 0), best
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Dispense:
+    """The day's dose and the whole vials that cover it. (``__init__`` written out: compiled, it is native code; see
+    facts.StepFacts.)"""
+
     dose_g: float  # as prescribed, per day
     rounded_dose_g: float  # what will be given, per day, after the policy's rounding
     rounding: str
     vials: list[tuple[Vial, int]]  # vial and count, per day; empty when the product file lists no sizes
     waste_g: float | None
+
+    def __init__(self, dose_g: float, rounded_dose_g: float, rounding: str, vials: list[tuple[Vial, int]],
+                 waste_g: float | None) -> None:
+        object.__setattr__(self, "dose_g", dose_g)
+        object.__setattr__(self, "rounded_dose_g", rounded_dose_g)
+        object.__setattr__(self, "rounding", rounding)
+        object.__setattr__(self, "vials", vials)
+        object.__setattr__(self, "waste_g", waste_g)
 
 
 def round_and_dispense(dose_g: float, vials: list[Vial], policy: Policy) -> Dispense:

@@ -26,20 +26,31 @@ from .dosing import Dispense, DosingWeight, dispense, dosing_weight, round_dose
 from .label import Knowledge, LabelFacts, label_facts
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class StepFacts:
-    """One step of the plan in canonical units. (Not frozen: a frozen dataclass sets each field through
-    object.__setattr__, and one is built per step of every plan. Nothing changes it once built.)"""
+    """One step of the plan in canonical units. (Not frozen: in the pure-Python build a frozen dataclass sets each
+    field through object.__setattr__, and one is built per step of every plan. Nothing changes it once built.)
+
+    ``__init__`` is written out, here and in the other classes built for every plan (init=False): compiled, it is
+    native code, where the one dataclasses generates stays interpreted Python (measured: 38 against 258 ns for six
+    fields). ``__eq__`` and ``__repr__`` are still the dataclass's."""
 
     index: int  # 0-based
     rate: float  # mg/kg/min
     duration_min: float | None  # as written; None for an open last step
     unit: ParsedUnit  # the unit the plan wrote this step's rate in
 
+    def __init__(self, index: int, rate: float, duration_min: float | None, unit: ParsedUnit) -> None:
+        self.index = index
+        self.rate = rate
+        self.duration_min = duration_min
+        self.unit = unit
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class Facts:
-    """Everything the rules and the suggestions need about one plan, in canonical units."""
+    """Everything the rules and the suggestions need about one plan, in canonical units. (``__init__`` written out:
+    see :class:`StepFacts`.)"""
 
     plan: Plan
     product: Product
@@ -60,10 +71,39 @@ class Facts:
     titration_ladder: list[float]  # mg/kg/min, possibly empty
     cite: dict[str, str] = field(default_factory=dict)
     flags: tuple[str, ...] = ()  # the plan's own flag keys (rf_, ci_, av_), also set in ``values``
-    triples: dict[float, Any] = field(default_factory=dict)  # suggest.rate_triple's memo for this plan
-    shown: dict[tuple[str, str], str] = field(default_factory=dict)  # findings' formatted values for this plan
+    triples: dict[float, Any] = field(default_factory=dict, init=False)  # suggest.rate_triple's memo for this plan
+    shown: dict[tuple[str, str], str] = field(default_factory=dict, init=False)  # findings' formatted values
 
-    _dispense: Dispense | None = None
+    _dispense: Dispense | None = field(default=None, init=False)
+
+    def __init__(self, plan: Plan, product: Product, label: LabelFacts, indication: str, weight_kg: float,
+                 dosing: DosingWeight, dose_g: float, rounded_dose_g: float, rounding: str, concentration: float,
+                 values: dict[str, Any], steps: list[StepFacts], risk_factors: frozenset[str],
+                 derived_risk_factors: frozenset[str], initial_hold: float, titration_interval: float,
+                 titration_ladder: list[float], cite: dict[str, str] | None = None, flags: tuple[str, ...] = ()
+                 ) -> None:
+        self.plan = plan
+        self.product = product
+        self.label = label
+        self.indication = indication
+        self.weight_kg = weight_kg
+        self.dosing = dosing
+        self.dose_g = dose_g
+        self.rounded_dose_g = rounded_dose_g
+        self.rounding = rounding
+        self.concentration = concentration
+        self.values = values
+        self.steps = steps
+        self.risk_factors = risk_factors
+        self.derived_risk_factors = derived_risk_factors
+        self.initial_hold = initial_hold
+        self.titration_interval = titration_interval
+        self.titration_ladder = titration_ladder
+        self.cite = {} if cite is None else cite
+        self.flags = flags
+        self.triples = {}
+        self.shown = {}
+        self._dispense = None
 
     @property
     def dispense(self) -> Dispense:

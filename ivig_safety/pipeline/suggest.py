@@ -74,11 +74,19 @@ def _floor3(value: float) -> float:
     return math.floor(value * 1000 + 1e-6) / 1000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Suggestion:
+    """The suggested maximum rate and the schedule that delivers the day's dose. (``__init__`` written out: compiled,
+    it is native code; see facts.StepFacts.)"""
+
     max_rate: float  # mg/kg/min, exact (before pump rounding)
     steps: list[ScheduleStep]
     total_min: float
+
+    def __init__(self, max_rate: float, steps: list[ScheduleStep], total_min: float) -> None:
+        object.__setattr__(self, "max_rate", max_rate)
+        object.__setattr__(self, "steps", steps)
+        object.__setattr__(self, "total_min", total_min)
 
 
 def max_rate(facts: Facts, fired: list[Rule]) -> float:
@@ -93,7 +101,8 @@ def max_rate(facts: Facts, fired: list[Rule]) -> float:
 def suggest(facts: Facts, fired: list[Rule], policy: Policy) -> Suggestion:
     cap = max_rate(facts, fired)
     rungs = _rungs(facts, cap, policy)
-    return Suggestion(cap, *_schedule(facts, rungs, policy))
+    steps, total_min = _schedule(facts, rungs, policy)
+    return Suggestion(cap, steps, total_min)
 
 
 def _rungs(facts: Facts, cap: float, policy: Policy) -> list[tuple[float, float]]:
