@@ -28,9 +28,9 @@ import argparse
 import gc
 import itertools
 import json
+import math
 import os
 import random
-import math
 import resource
 import subprocess
 import sys

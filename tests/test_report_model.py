@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,6 +17,7 @@ from pydantic import BaseModel
 from ivig_safety import InvalidPlanError, get_checker
 from ivig_safety.model.report import (DispenseReport, Finding, PlanSummary, RateTriple, Report, ScheduleStep,
                                       VialCount)
+from ivig_safety.pipeline.suggest import suggest
 
 _RATES = st.floats(min_value=0, max_value=1e6, allow_nan=False, allow_infinity=False)
 
@@ -114,3 +117,33 @@ def test_reports_share_no_containers() -> None:
     assert first.plan.risk_factors is not second.plan.risk_factors
     first.findings[0].rules.append("changed")
     assert checker.check(plan) == second
+
+
+# --- The per-plan classes whose __init__ is written out (so that mypyc compiles it) ----------------------------------
+
+
+def test_the_written_out_inits_set_every_field_under_its_own_name() -> None:
+    """Facts, StepFacts, DosingWeight, Dispense and Suggestion are dataclasses with ``init=False`` and an
+    ``__init__`` written out (pipeline/facts.py says why). A field added to the class but not to its ``__init__``
+    would be unset (an AttributeError where it is read); an argument named unlike its field would break
+    ``dataclasses.replace``. Every field of every one built for the reference plans is set, ``replace`` rebuilds it
+    with the same init fields, and the frozen ones stay frozen."""
+    checker = get_checker()
+    seen: set[type] = set()
+    for plan in _reference_plans():
+        try:
+            facts, fired, _ = checker.evaluate(plan)
+        except InvalidPlanError:
+            continue
+        built = [facts, *facts.steps, facts.dosing, facts.dispense, suggest(facts, fired, checker.policy)]
+        for item in built:
+            seen.add(type(item))
+            values = {field.name: getattr(item, field.name) for field in dataclasses.fields(item)}  # none unset
+            copy = dataclasses.replace(item)
+            for field in dataclasses.fields(item):
+                if field.init:
+                    assert getattr(copy, field.name) == values[field.name], (type(item).__name__, field.name)
+            if type(item).__dataclass_params__.frozen:  # type: ignore[attr-defined]
+                with pytest.raises(dataclasses.FrozenInstanceError):
+                    setattr(item, dataclasses.fields(item)[0].name, None)
+    assert {cls.__name__ for cls in seen} == {"Facts", "StepFacts", "DosingWeight", "Dispense", "Suggestion"}
