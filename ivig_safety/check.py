@@ -29,11 +29,11 @@ from .knowledge.rules import Rule, RuleSet, load_rules
 from .model.errors import FieldError, InvalidPlanError, format_loc
 from .model.plan import Plan
 from .model.report import PolicyIdentity, Report, RuleSetIdentity
+from .pipeline.assemble import build_report
 from .pipeline.engine import Engine
 from .pipeline.facts import Facts, build_facts
 from .pipeline.findings import FindingData, explain_rule, plan_findings
 from .pipeline.label import Knowledge
-from .pipeline.assemble import build_report
 
 
 def bundled_rules_dir() -> Path:

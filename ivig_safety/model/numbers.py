@@ -25,7 +25,6 @@ def format_number(value: float, significant: int = 4) -> str:
     return text
 
 
-
 #: Exact powers of ten (every one up to 1e22 is a double exactly).
 _POWERS: Final = tuple(float(10 ** n) for n in range(23))
 _TWO_TO_52: Final = 4503599627370496.0  # from here up a double has no fraction

@@ -14,9 +14,9 @@ from __future__ import annotations
 from ..knowledge.policy import Policy
 from ..knowledge.rules import Rule
 from ..model.plan import Plan
+from ..model.numbers import round_to
 from ..model.report import (DispenseReport, Finding, PlanSummary, PolicyIdentity, Report, RuleSetIdentity,
                             VialCount, verdict_of)
-from ..model.numbers import round_to
 from ..model.trusted import trusted
 from .facts import Facts
 from .findings import FindingData

@@ -18,8 +18,8 @@ from ..knowledge.policy import Policy
 from ..knowledge.products import DoseRegimen, Product
 from ..model.bounds import MAX_DOSE_G_PER_KG, RATE_MG_KG_MIN
 from ..model.errors import InvalidPlanError
-from ..model.plan import Plan
 from ..model.numbers import round_int
+from ..model.plan import Plan
 from ..model.rates import rate_to_mg_per_kg_min
 from ..model.units import ParsedUnit, Quantity, Shape, format_number
 from .dosing import Dispense, DosingWeight, dispense, dosing_weight, round_dose

@@ -21,7 +21,7 @@ from .facts import Facts
 from .suggest import cap_value, rate_triple
 
 _UNIT_OF: Final = {"weight": "kg", "dosing_weight": "kg", "daily_volume": "mL", "daily_volume_per_kg": "mL/kg",
-            "initial_hold": "min", "time_at_initial": "min", "infusion_time": "min", "concentration": "mg/mL"}
+                   "initial_hold": "min", "time_at_initial": "min", "infusion_time": "min", "concentration": "mg/mL"}
 #: Durations between courses are shown in days.
 _DAYS: Final = {"since_previous_course", "label_interval_min", "weight_age"}
 
